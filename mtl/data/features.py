@@ -1,0 +1,141 @@
+"""THE preprocessing: text or pre-split words -> model inputs, shared by training, labeling and serving.
+
+Word labels sit on the first subword of each word; the other subwords get ``IGNORE_INDEX`` so that
+the loss and the metrics see one prediction per word. Character offsets are kept so that entity
+predictions map back to the original text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mtl.tasks import TaskSpec
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Encoded:
+    """A padded batch ready for the model, plus what is needed to map outputs back to words.
+
+    inputs: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model takes them),
+        each a LongTensor ``(batch, seq)``.
+    word_ids: per item, per subword position, the word index or None (special tokens, padding).
+    offsets: per item, per subword position, its ``(start, end)`` characters in the text (for
+        pre-split input, in its word).
+    truncated: per item, whether words were cut off at ``max_length``.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    word_ids: list[list[int | None]]
+    offsets: list[list[tuple[int, int]]]
+    truncated: list[bool]
+
+
+class Featurizer:
+    """Tokenizes with one tokenizer and one ``max_length``, the pair saved in the model folder."""
+
+    def __init__(self, *, tokenizer, max_length: int):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("a fast (Rust) tokenizer is needed for word ids and character offsets")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids")
+                            if name in tokenizer.model_input_names]
+
+    def tokenize(self, texts: list[str] | None = None, words: list[list[str]] | None = None):
+        """Tokenize raw texts or pre-split words (exactly one of the two), truncating, unpadded."""
+        if (texts is None) == (words is None):
+            raise ValueError("pass either texts or words")
+        return self.tokenizer(
+            texts if words is None else words,
+            is_split_into_words=words is not None,
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+        )
+
+    def encode(self, texts: list[str] | None = None, words: list[list[str]] | None = None) -> Encoded:
+        """Tokenize and pad a batch for inference."""
+        batch = self.tokenize(texts, words)
+        rows = [{name: batch[name][index] for name in self.input_names} for index in range(len(batch["input_ids"]))]
+        return Encoded(
+            inputs=self.collate(rows),
+            word_ids=[batch.word_ids(index) for index in range(len(rows))],
+            offsets=[list(map(tuple, offsets)) for offsets in batch["offset_mapping"]],
+            truncated=[bool(encoding.overflowing) for encoding in batch.encodings],
+        )
+
+    def classification_features(self, rows: list[dict], spec: TaskSpec) -> list[dict]:
+        """Rows ``{"text", "label"}`` -> ``{input ids..., "labels": int}``; unknown labels name their origin."""
+        batch = self.tokenize(texts=[row["text"] for row in rows])
+        return [
+            {**{name: batch[name][index] for name in self.input_names},
+             "labels": spec.label_id(row["label"], row.get("origin", ""))}
+            for index, row in enumerate(rows)
+        ]
+
+    def tagging_features(self, rows: list[dict], spec: TaskSpec) -> list[dict]:
+        """Rows ``{"tokens", "tags"}`` -> ``{input ids..., "labels": [per subword]}`` (first subword labeled)."""
+        batch = self.tokenize(words=[row["tokens"] for row in rows])
+        features = []
+        for index, row in enumerate(rows):
+            tag_ids = [spec.label_id(tag, row.get("origin", "")) for tag in row["tags"]]
+            features.append({
+                **{name: batch[name][index] for name in self.input_names},
+                "labels": first_subword_labels(batch.word_ids(index), tag_ids),
+            })
+        return features
+
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Pad a list of feature rows to the longest one: ids with the pad token, masks with 0, labels ignored."""
+        longest = max(len(row["input_ids"]) for row in rows)
+        pad_values = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0,
+                      "token_type_ids": 0, "labels": IGNORE_INDEX}
+        batch = {}
+        for name in rows[0]:
+            values = [row[name] for row in rows]
+            if isinstance(values[0], (int, float)) or getattr(values[0], "ndim", 1) == 0:
+                batch[name] = torch.tensor(values)
+            else:
+                batch[name] = torch.tensor(
+                    [list(value) + [pad_values[name]] * (longest - len(value)) for value in values]
+                )
+        return batch
+
+
+def first_subword_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
+    """Label the first subword of each word; ignore later subwords and special tokens.
+
+    Words cut off by truncation simply get no position, so the loss never sees them.
+    """
+    labels, previous = [], None
+    for word in word_ids:
+        labels.append(word_labels[word] if word is not None and word != previous else IGNORE_INDEX)
+        previous = word
+    return labels
+
+
+def first_subword_positions(word_ids: list[int | None]) -> list[int]:
+    """Positions of the first subword of each word, in word order: where word predictions are read."""
+    positions, previous = [], None
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            positions.append(position)
+        previous = word
+    return positions
+
+
+def word_character_spans(word_ids: list[int | None], offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(start, end)`` characters of each word in the text, from its subwords' offsets."""
+    spans: dict[int, list[int]] = {}
+    for word, (start, end) in zip(word_ids, offsets):
+        if word is None:
+            continue
+        if word in spans:
+            spans[word][1] = end
+        else:
+            spans[word] = [start, end]
+    return [tuple(spans[word]) for word in sorted(spans)]

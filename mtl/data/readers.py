@@ -1,0 +1,170 @@
+"""Read labeled data files into rows with one schema per task kind.
+
+- classification rows: ``{"text": str, "label": str, "origin": "file:line"}``
+- tagging rows: ``{"tokens": list[str], "tags": list[str] (IOB2), "origin": "file:line"}``
+
+``origin`` travels with each row so that a later problem (an unknown label in the eval set) can
+still name the file and line it came from. Labels are kept as strings, exactly as the file spells
+them (SST-2's ``0``/``1`` stay ``"0"``/``"1"``), because those strings are what users get back.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from mtl.config import DataSource
+from mtl.errors import DataError
+from mtl.tasks import TaskKind, iob1_to_iob2, is_bio_tag
+
+DOCSTART = "-DOCSTART-"
+
+
+def read_rows(source: DataSource, kind: TaskKind) -> list[dict]:
+    """Read every row of ``source`` for a task of ``kind``; raise DataError naming file and line."""
+    path = Path(source.path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    fmt = source.resolved_format
+    if fmt == "conll":
+        if kind != "tagging":
+            raise DataError(f"{path}: CoNLL files hold tagging data, not {kind}")
+        rows = list(_read_conll(path, source))
+    else:
+        records = {"csv": _table_records, "tsv": _table_records, "jsonl": _jsonl_records,
+                   "parquet": _parquet_records}[fmt](path, source)
+        to_row = _classification_row if kind == "classification" else _tagging_row
+        rows = [to_row(record, origin, source) for record, origin in records]
+    if not rows:
+        raise DataError(f"{path}: the file holds no examples")
+    return rows
+
+
+def _read_conll(path: Path, source: DataSource) -> Iterator[dict]:
+    tokens, tags, start = [], [], 0
+    for number, line in enumerate(_lines(path, source.encoding), start=1):
+        fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if not fields or not "".join(fields).strip():
+            if tokens:
+                yield _tagging_rows_checked(tokens, tags, f"{path}:{start}", source)
+            tokens, tags = [], []
+            continue
+        if fields[0] == DOCSTART:
+            continue
+        if len(fields) < 2:
+            raise DataError(f"{path}:{number}: expected a token and a tag, got {line.strip()!r}")
+        try:
+            token, tag = fields[source.token_field], fields[source.tag_field].strip()
+        except IndexError:
+            raise DataError(
+                f"{path}:{number}: no field {source.token_field} or {source.tag_field} in {line.strip()!r}"
+            ) from None
+        if not is_bio_tag(tag):
+            raise DataError(f"{path}:{number}: tag {tag!r} is not BIO (O, B-TYPE or I-TYPE)")
+        if not tokens:
+            start = number
+        tokens.append(token.strip())
+        tags.append(tag)
+    if tokens:
+        yield _tagging_rows_checked(tokens, tags, f"{path}:{start}", source)
+
+
+def _lines(path: Path, encoding: str) -> Iterator[str]:
+    try:
+        with path.open(encoding=encoding, newline="") as handle:
+            yield from handle
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not {encoding} text ({error.reason} at byte {error.start}); set encoding") from None
+
+
+def _table_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]:
+    """CSV/TSV records keyed by column name (with a header) or by index (without one).
+
+    TSV is read with quoting off, as GLUE files need (their texts hold bare quotes); CSV follows
+    RFC 4180, so quoted fields may span lines.
+    """
+    tsv = source.resolved_format == "tsv"
+    with path.open(encoding=source.encoding, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t" if tsv else ",",
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        header = None
+        try:
+            for fields in reader:
+                if not fields:
+                    continue
+                if source.header and header is None:
+                    header = [name.strip() for name in fields]
+                    continue
+                keys = header if header is not None else range(len(fields))
+                if header is not None and len(fields) != len(header):
+                    raise DataError(
+                        f"{path}:{reader.line_num}: {len(fields)} fields, the header has {len(header)}"
+                    )
+                yield dict(zip(keys, fields)), f"{path}:{reader.line_num}"
+        except csv.Error as error:
+            raise DataError(f"{path}:{reader.line_num}: {error}") from None
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not {source.encoding} text ({error.reason}); set encoding") from None
+
+
+def _jsonl_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]:
+    for number, line in enumerate(_lines(path, source.encoding), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield record, f"{path}:{number}"
+
+
+def _parquet_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]:
+    table = pq.read_table(path)
+    for number, record in enumerate(table.to_pylist(), start=1):
+        yield record, f"{path}:row {number}"
+
+
+def _column(record: dict, column: str | int, origin: str, role: str):
+    if column not in record:
+        available = list(record) if not all(isinstance(key, int) for key in record) else f"0..{len(record) - 1}"
+        raise DataError(f"{origin}: no {role} {column!r}; the columns are {available}")
+    value = record[column]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{origin}: {role} {column!r} is empty")
+    return value
+
+
+def _classification_row(record: dict, origin: str, source: DataSource) -> dict:
+    text = _column(record, source.text_column, origin, "text_column")
+    if not isinstance(text, str):
+        raise DataError(f"{origin}: text_column {source.text_column!r} is {type(text).__name__}, not text")
+    label = _column(record, source.label_column, origin, "label_column")
+    return {"text": text.strip(), "label": str(label).strip(), "origin": origin}
+
+
+def _tagging_row(record: dict, origin: str, source: DataSource) -> dict:
+    tokens = _as_list(_column(record, source.tokens_column, origin, "tokens_column"))
+    tags = _as_list(_column(record, source.tags_column, origin, "tags_column"))
+    for tag in tags:
+        if not is_bio_tag(tag):
+            raise DataError(f"{origin}: tag {tag!r} is not BIO (O, B-TYPE or I-TYPE)")
+    return _tagging_rows_checked(tokens, tags, origin, source)
+
+
+def _as_list(value) -> list[str]:
+    """Tokens and tags come as lists (JSONL, Parquet) or as whitespace-separated strings (CSV)."""
+    return value.split() if isinstance(value, str) else [str(item) for item in value]
+
+
+def _tagging_rows_checked(tokens: list[str], tags: list[str], origin: str, source: DataSource) -> dict:
+    if len(tokens) != len(tags):
+        raise DataError(f"{origin}: {len(tokens)} tokens but {len(tags)} tags")
+    if source.scheme == "iob1":
+        tags = iob1_to_iob2(tags)
+    return {"tokens": tokens, "tags": tags, "origin": origin}

@@ -1,0 +1,69 @@
+"""The shared sentence encoder: a Hugging Face transformer plus attention-mask-aware pooling.
+
+The transformer arrives already built (see ``mtl.checkpoint``): this module never reads files or
+picks a device, so it can be built in a test from a tiny random config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+PoolingMode = Literal["mean", "cls", "max"]
+
+
+@dataclass
+class EncoderOutput:
+    """token_embeddings ``(batch, seq, hidden)``; pooled ``(batch, hidden)`` before normalization
+    (what the heads read); sentence_embedding ``(batch, hidden)``, L2-normalized when asked."""
+
+    token_embeddings: torch.Tensor
+    pooled: torch.Tensor
+    sentence_embedding: torch.Tensor
+
+
+class Pooling(nn.Module):
+    """Token vectors -> one sentence vector, ignoring padding (mean and max read only real tokens)."""
+
+    def __init__(self, *, mode: PoolingMode = "mean"):
+        super().__init__()
+        if mode not in ("mean", "cls", "max"):
+            raise ValueError(f"pooling must be mean, cls or max, not {mode!r}")
+        self.mode = mode
+
+    def forward(self, token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq, hidden)``, ``(batch, seq)`` -> ``(batch, hidden)``."""
+        if self.mode == "cls":
+            return token_embeddings[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)
+        if self.mode == "max":
+            lowest = torch.finfo(token_embeddings.dtype).min
+            return token_embeddings.masked_fill(mask == 0, lowest).max(dim=1).values
+        # note: clamp keeps an all-padding row (never produced by the tokenizer) from dividing by zero
+        return (token_embeddings * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class SentenceEncoder(nn.Module):
+    """A transformer whose last hidden state is pooled into one embedding per sentence."""
+
+    def __init__(self, *, transformer: nn.Module, pooling: PoolingMode = "mean", normalize: bool = True):
+        super().__init__()
+        self.transformer = transformer
+        self.pooling = Pooling(mode=pooling)
+        self.normalize = normalize
+
+    @property
+    def hidden_size(self) -> int:
+        return self.transformer.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
+        """``(batch, seq)`` ids and mask -> token and sentence embeddings."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        pooled = self.pooling(tokens, attention_mask)
+        embedding = nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
+        return EncoderOutput(token_embeddings=tokens, pooled=pooled, sentence_embedding=embedding)

@@ -1,0 +1,56 @@
+"""One shared encoder, one head per task, every requested task from a single encoder pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mtl.model.encoder import SentenceEncoder
+from mtl.model.heads import Head, head_loss
+from mtl.tasks import TaskSpec
+
+
+@dataclass
+class MultiTaskOutput:
+    """embeddings ``(batch, hidden)``; logits per task: ``(batch, labels)`` for classification,
+    ``(batch, seq, labels)`` for tagging; losses per task that had labels, and their sum."""
+
+    embeddings: torch.Tensor
+    logits: dict[str, torch.Tensor]
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor | None:
+        return sum(self.losses.values()) if self.losses else None
+
+
+class MultiTaskModel(nn.Module):
+    """A SentenceEncoder and a ModuleDict of heads keyed by task name."""
+
+    def __init__(self, *, encoder: SentenceEncoder, specs: list[TaskSpec], dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.specs = {spec.name: spec for spec in specs}
+        self.heads = nn.ModuleDict({
+            spec.name: Head(hidden_size=encoder.hidden_size, num_labels=spec.num_labels, dropout=dropout)
+            for spec in specs
+        })
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, *, tasks: list[str] | None = None,
+                labels: dict[str, torch.Tensor] | None = None) -> MultiTaskOutput:
+        """Encode once, run the heads of ``tasks`` (default: all), and a loss for each task in ``labels``."""
+        tasks = list(self.specs) if tasks is None else tasks
+        labels = labels or {}
+        unknown = sorted(set(tasks) - set(self.specs))
+        if unknown:
+            raise KeyError(f"unknown task(s) {unknown}; the model has {sorted(self.specs)}")
+        encoded = self.encoder(input_ids, attention_mask, token_type_ids)
+        logits = {}
+        for task in tasks:
+            tagging = self.specs[task].kind == "tagging"
+            logits[task] = self.heads[task](encoded.token_embeddings if tagging else encoded.pooled)
+        losses = {task: head_loss(logits[task], labels[task]) for task in tasks if task in labels}
+        return MultiTaskOutput(embeddings=encoded.sentence_embedding, logits=logits, losses=losses)

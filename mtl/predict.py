@@ -1,0 +1,184 @@
+"""THE Predictor: one model folder loaded once; batches of texts (or word lists) in, answers out.
+
+Bulk labeling and the online endpoint both call ``Predictor.predict``, so they give the same answer
+for the same text. A bad item (empty, not a string, too long) gets its own ``error`` and never
+fails the batch it came in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtl.checkpoint import ModelBundle, load_model_folder
+from mtl.data.features import Encoded, first_subword_positions, word_character_spans
+from mtl.tasks import TaskSpec, bio_spans
+
+DEFAULT_MAX_CHARS = 20_000
+
+
+@dataclass
+class Entity:
+    """A predicted entity: characters ``[start, end)`` of the text, or token indices for word input."""
+
+    start: int
+    end: int
+    label: str
+    text: str
+    score: float
+
+
+@dataclass
+class Label:
+    """A sentence label with its probability and the probability of every class."""
+
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+@dataclass
+class Prediction:
+    """Everything predicted for one input; on ``error`` all else is empty."""
+
+    embedding: np.ndarray | None = None
+    labels: dict[str, Label] = field(default_factory=dict)
+    entities: dict[str, list[Entity]] = field(default_factory=dict)
+    truncated: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the embedding as a list of floats."""
+        data = asdict(self)
+        data["embedding"] = None if self.embedding is None else self.embedding.tolist()
+        return data
+
+
+class Predictor:
+    """Loads a model folder once and answers batches; sorts each batch by length to cut padding."""
+
+    def __init__(self, bundle: ModelBundle, *, device: str | torch.device | None = None,
+                 batch_size: int = 32, max_chars: int = DEFAULT_MAX_CHARS):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.bundle = bundle
+        self.model = bundle.model.to(self.device).eval()
+        self.featurizer = bundle.featurizer
+        self.batch_size = batch_size
+        self.max_chars = max_chars
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, **options) -> "Predictor":
+        return cls(load_model_folder(folder), **options)
+
+    @property
+    def specs(self) -> dict[str, TaskSpec]:
+        return self.model.specs
+
+    def embed(self, texts: list[str]) -> list[Prediction]:
+        """Embeddings only: no head is run."""
+        return self.predict(texts, tasks=[])
+
+    def predict(self, texts: list | None = None, *, words: list | None = None,
+                tasks: list[str] | None = None, embeddings: bool = True) -> list[Prediction]:
+        """Predict for raw ``texts`` or pre-split ``words`` (exactly one), in input order.
+
+        tasks: which heads to run (default all; ``[]`` for embeddings only). An unknown task name
+        raises ValueError, since it is a mistake in the request, not in one item.
+        """
+        if (texts is None) == (words is None):
+            raise ValueError("pass either texts or words")
+        tasks = list(self.specs) if tasks is None else list(tasks)
+        unknown = [task for task in tasks if task not in self.specs]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; this model has {list(self.specs)}")
+        items = texts if words is None else words
+        check = self._check_text if words is None else self._check_words
+        results: list[Prediction | None] = [None] * len(items)
+        valid = []
+        for index, item in enumerate(items):
+            error = check(item)
+            if error:
+                results[index] = Prediction(error=error)
+            else:
+                valid.append(index)
+        valid.sort(key=lambda index: len(items[index]))  # similar lengths together: less padding
+        for start in range(0, len(valid), self.batch_size):
+            chunk = valid[start:start + self.batch_size]
+            answers = self._predict_batch([items[index] for index in chunk], words is not None, tasks, embeddings)
+            for index, answer in zip(chunk, answers):
+                results[index] = answer
+        return results
+
+    def _check_text(self, text) -> str | None:
+        if not isinstance(text, str):
+            return f"text must be a string, got {type(text).__name__}"
+        if not text.strip():
+            return "text is empty"
+        if len(text) > self.max_chars:
+            return f"text has {len(text)} characters; the limit is {self.max_chars}"
+        return None
+
+    def _check_words(self, words) -> str | None:
+        if not isinstance(words, (list, tuple)) or not all(isinstance(word, str) for word in words):
+            return "tokens must be a list of strings"
+        if not words:
+            return "tokens is empty"
+        if not all(word.strip() for word in words):
+            return "tokens holds an empty token"
+        if sum(len(word) + 1 for word in words) > self.max_chars:
+            return f"tokens hold more than {self.max_chars} characters"
+        return None
+
+    @torch.inference_mode()
+    def _predict_batch(self, items: list, pre_split: bool, tasks: list[str], embeddings: bool) -> list[Prediction]:
+        encoded = self.featurizer.encode(words=items) if pre_split else self.featurizer.encode(texts=items)
+        inputs = {name: tensor.to(self.device) for name, tensor in encoded.inputs.items()}
+        output = self.model(**inputs, tasks=tasks)
+        vectors = output.embeddings.float().cpu().numpy() if embeddings else None
+        probabilities = {task: torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                         for task, logits in output.logits.items()}
+        predictions = []
+        for row, item in enumerate(items):
+            prediction = Prediction(embedding=None if vectors is None else vectors[row],
+                                    truncated=encoded.truncated[row])
+            for task in tasks:
+                spec = self.specs[task]
+                if spec.kind == "classification":
+                    prediction.labels[task] = _label(spec, probabilities[task][row])
+                else:
+                    prediction.entities[task] = _entities(spec, probabilities[task][row], encoded, row, item, pre_split)
+            predictions.append(prediction)
+        return predictions
+
+
+def _label(spec: TaskSpec, probabilities: np.ndarray) -> Label:
+    best = int(probabilities.argmax())
+    return Label(label=spec.labels[best], score=float(probabilities[best]),
+                 probabilities={label: float(p) for label, p in zip(spec.labels, probabilities)})
+
+
+def _entities(spec: TaskSpec, probabilities: np.ndarray, encoded: Encoded, row: int,
+              item, pre_split: bool) -> list[Entity]:
+    """Tag each word by its first subword, decode BIO spans, map them to characters (or tokens).
+
+    probabilities: ``(seq, labels)`` for one item. A span's score is the mean tag probability of its words.
+    """
+    word_ids = encoded.word_ids[row]
+    word_probabilities = probabilities[first_subword_positions(word_ids)]
+    best = word_probabilities.argmax(axis=-1)
+    tags = [spec.labels[index] for index in best]
+    confidence = word_probabilities[np.arange(len(best)), best]
+    if not pre_split:
+        characters = word_character_spans(word_ids, encoded.offsets[row])
+    entities = []
+    for start, end, kind in bio_spans(tags):
+        score = float(confidence[start:end].mean())
+        if pre_split:
+            entities.append(Entity(start, end, kind, " ".join(item[start:end]), score))
+        else:
+            first, last = characters[start][0], characters[end - 1][1]
+            entities.append(Entity(first, last, kind, item[first:last], score))
+    return entities

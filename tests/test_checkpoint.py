@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from mtl.checkpoint import HEADS_FILE, SPEC_FILE, load_model_folder, save_model_folder
+from mtl.errors import ModelFolderError
+from mtl.predict import Predictor
+
+TEXTS = ["Alice Martin flew to Paris with Acme Corp.", "terrible service", "ok"]
+
+
+def assert_same_predictions(first, second):
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+        assert a.labels == b.labels
+        assert a.entities == b.entities
+
+
+def test_save_then_load_gives_identical_predictions(tiny_bundle, tmp_path):
+    with torch.no_grad():  # heads away from their init so that a missed load would show
+        for parameter in tiny_bundle.model.heads.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    before = Predictor(tiny_bundle, device="cpu").predict(TEXTS)
+    save_model_folder(tiny_bundle, tmp_path / "model", metadata={"metrics": {"combined": 0.5}})
+    loaded = load_model_folder(tmp_path / "model")
+    assert_same_predictions(before, Predictor(loaded, device="cpu").predict(TEXTS))
+    assert loaded.metadata["metrics"] == {"combined": 0.5}
+    assert [spec.name for spec in loaded.specs] == ["sentiment", "ner"]
+    assert loaded.featurizer.max_length == 64
+
+
+def test_folder_has_no_pickle_and_loads_with_automodel(tiny_bundle, tmp_path):
+    folder = save_model_folder(tiny_bundle, tmp_path / "model")
+    names = {path.name for path in folder.iterdir()}
+    assert {"model.safetensors", "config.json", HEADS_FILE, SPEC_FILE, "tokenizer.json"} <= names
+    assert not [name for name in names if name.endswith((".bin", ".pt", ".pkl", ".pickle", ".pth"))]
+    encoder = AutoModel.from_pretrained(folder)
+    original = tiny_bundle.model.encoder.transformer.state_dict()
+    for name, tensor in encoder.state_dict().items():
+        torch.testing.assert_close(tensor, original[name])
+    description = json.loads((folder / SPEC_FILE).read_text())
+    assert description["tasks"][1]["labels"][0] == "O"
+    assert description["model"]["pooling"] == "mean"
+
+
+def test_a_ddp_style_wrapper_saves_without_module_prefixes(tiny_bundle, tmp_path):
+    class Wrapped(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    tiny_bundle.model = Wrapped(tiny_bundle.model)
+    folder = save_model_folder(tiny_bundle, tmp_path / "model")
+    load_model_folder(folder)  # strict head loading would fail on "module." keys
+
+
+def test_not_a_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFolderError, match="not a model folder"):
+        load_model_folder(tmp_path)
+
+
+def test_newer_format_version_is_refused(tiny_bundle, tmp_path):
+    folder = save_model_folder(tiny_bundle, tmp_path / "model")
+    description = json.loads((folder / SPEC_FILE).read_text())
+    (folder / SPEC_FILE).write_text(json.dumps({**description, "format_version": 99}))
+    with pytest.raises(ModelFolderError, match="format_version 99"):
+        load_model_folder(folder)

@@ -1,0 +1,74 @@
+import pytest
+
+from mtl.config import DataSource, load_config
+from mtl.errors import ConfigError
+
+CONFIG = """
+output: runs/x
+model: {encoder: all-MiniLM-L6-v2, max_length: 64}
+tasks:
+  - name: sentiment
+    kind: classification
+    train: {path: data/demo/train.jsonl, label_column: sentiment}
+  - name: ner
+    kind: tagging
+    train: {path: data/demo/train.jsonl}
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_load_config_reads_tasks_and_model(config_file):
+    config = load_config(config_file)
+    assert [task.name for task in config.tasks] == ["sentiment", "ner"]
+    assert config.model.max_length == 64
+    assert config.model.pooling == "mean"
+
+
+def test_overrides_set_nested_fields_and_list_items(config_file):
+    config = load_config(config_file, ["model.pooling=cls", "tasks.1.name=entities", "output=elsewhere"])
+    assert config.model.pooling == "cls"
+    assert config.tasks[1].name == "entities"
+    assert config.output == "elsewhere"
+
+
+def test_unknown_key_is_an_error_naming_the_field(config_file):
+    with pytest.raises(ConfigError, match=r"model\.poolin"):
+        load_config(config_file, ["model.poolin=cls"])
+
+
+def test_unknown_task_kind_names_the_task(config_file):
+    with pytest.raises(ConfigError, match=r"tasks\.0\.kind"):
+        load_config(config_file, ["tasks.0.kind=regression"])
+
+
+def test_override_of_missing_list_item_is_an_error(config_file):
+    with pytest.raises(ConfigError, match="no list item '5'"):
+        load_config(config_file, ["tasks.5.name=x"])
+
+
+def test_malformed_override_is_an_error(config_file):
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(config_file, ["model.pooling"])
+
+
+def test_duplicate_task_names_are_an_error(config_file):
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(config_file, ["tasks.1.name=sentiment"])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_format_is_inferred_from_suffix_or_must_be_given():
+    assert DataSource(path="a/train.tsv").resolved_format == "tsv"
+    assert DataSource(path="eng.testa").resolved_format == "conll"
+    with pytest.raises(ConfigError, match="set format"):
+        DataSource(path="data.xyz").resolved_format

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from mtl.predict import Predictor
+
+
+@pytest.fixture
+def predictor(tiny_bundle):
+    return Predictor(tiny_bundle, device="cpu", batch_size=2, max_chars=500)
+
+
+def test_bad_items_get_errors_and_good_items_keep_their_order(predictor):
+    texts = ["Alice flew to Paris.", "", None, 7, "x" * 501, "Bob", "   "]
+    results = predictor.predict(texts)
+    assert [result.error is None for result in results] == [True, False, False, False, False, True, False]
+    assert results[1].error == "text is empty"
+    assert results[3].error == "text must be a string, got int"
+    assert "limit is 500" in results[4].error
+    assert results[2].embedding is None and results[2].labels == {}
+    alone = predictor.predict(["Bob"])[0]
+    np.testing.assert_allclose(results[5].embedding, alone.embedding, atol=1e-5)
+
+
+def test_sorting_and_batching_do_not_change_answers(predictor, tiny_bundle):
+    texts = ["one two three four five six", "a", "Dana Lee works at Hooli in Seoul", "ok then"]
+    batched = predictor.predict(texts)
+    single = [Predictor(tiny_bundle, device="cpu", batch_size=1).predict([text])[0] for text in texts]
+    for together, alone in zip(batched, single):
+        np.testing.assert_allclose(together.embedding, alone.embedding, atol=1e-5)
+        assert together.labels["sentiment"].label == alone.labels["sentiment"].label
+        assert [(e.start, e.end, e.label) for e in together.entities["ner"]] == \
+            [(e.start, e.end, e.label) for e in alone.entities["ner"]]
+
+
+def test_label_probabilities_cover_every_class(predictor):
+    label = predictor.predict(["fine"])[0].labels["sentiment"]
+    assert set(label.probabilities) == {"negative", "positive"}
+    assert sum(label.probabilities.values()) == pytest.approx(1.0)
+    assert label.score == max(label.probabilities.values())
+
+
+def force_tags(bundle, tag_bias: dict[str, float]):
+    """Make the ner head predict a fixed tag per word position pattern, via its bias."""
+    head = bundle.model.heads["ner"].classifier
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([tag_bias.get(tag, 0.0) for tag in bundle.model.specs["ner"].labels]))
+
+
+def test_entities_map_to_character_offsets(tiny_bundle):
+    force_tags(tiny_bundle, {"B-PER": 5.0})  # every word starts a PER entity
+    text = "Hi  Dana-Lee!"
+    entities = Predictor(tiny_bundle, device="cpu").predict([text])[0].entities["ner"]
+    assert [(e.start, e.end, e.text) for e in entities] == [(0, 2, "Hi"), (4, 8, "Dana"), (8, 9, "-"),
+                                                          (9, 12, "Lee"), (12, 13, "!")]
+    assert all(text[e.start:e.end] == e.text and e.label == "PER" for e in entities)
+    assert all(0 < e.score <= 1 for e in entities)
+
+
+def test_pre_split_words_give_token_index_spans(tiny_bundle):
+    force_tags(tiny_bundle, {"I-LOC": 5.0})  # one entity over every word
+    words = ["New", "York", "1996-08-22"]
+    [result] = Predictor(tiny_bundle, device="cpu").predict(words=[words])
+    [entity] = result.entities["ner"]
+    assert (entity.start, entity.end, entity.label, entity.text) == (0, 3, "LOC", "New York 1996-08-22")
+
+
+def test_bad_word_lists_get_errors(predictor):
+    results = predictor.predict(words=[["ok"], [], "not a list", ["a", ""], ["b", 3]])
+    assert [result.error for result in results] == [
+        None, "tokens is empty", "tokens must be a list of strings", "tokens holds an empty token",
+        "tokens must be a list of strings"]
+
+
+def test_over_long_text_is_truncated_and_flagged(predictor):
+    result = predictor.predict([" ".join(["word"] * 100)])[0]  # 500 chars, 102 subwords > 64
+    assert result.error is None and result.truncated
+    assert result.entities["ner"] is not None
+
+
+def test_task_subset_and_embeddings_off(predictor):
+    result = predictor.predict(["hello"], tasks=["sentiment"], embeddings=False)[0]
+    assert result.embedding is None and list(result.labels) == ["sentiment"] and result.entities == {}
+    assert predictor.embed(["hello"])[0].labels == {}
+
+
+def test_unknown_task_is_a_request_error(predictor):
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['topic'\]"):
+        predictor.predict(["hello"], tasks=["topic"])
+
+
+def test_to_dict_is_json_ready(predictor):
+    import json
+
+    data = predictor.predict(["Bob"])[0].to_dict()
+    assert json.loads(json.dumps(data))["labels"]["sentiment"]["label"] in {"negative", "positive"}
+    assert isinstance(data["embedding"], list) and len(data["embedding"]) == 32
