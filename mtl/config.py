@@ -80,13 +80,61 @@ class ModelConfig(_Frozen):
     dropout: float = Field(default=0.1, ge=0, lt=1)
 
 
+class GradualUnfreezing(_Frozen):
+    """Start with the encoder frozen; unfreeze its top layer, then one more, every ``every`` units."""
+
+    every: int = Field(gt=0)
+    unit: Literal["steps", "epochs"] = "epochs"
+
+
+class TrainConfig(_Frozen):
+    """How to train. ``batch_size`` is per worker; learning rates are peak rates after warm-up."""
+
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool | None = None
+    cpus_per_worker: float = Field(default=1, gt=0)
+    max_examples_per_task: int | None = Field(default=None, ge=1)
+    seed: int = 42
+    # task mixing: which task each batch comes from
+    mixing: Literal["proportional", "temperature", "round_robin"] = "proportional"
+    temperature: float = Field(default=2.0, gt=0)
+    # loss weighting across tasks
+    loss_weighting: Literal["static", "uncertainty", "dwa"] = "static"
+    dwa_temperature: float = Field(default=2.0, gt=0)
+    # optimizer and schedule
+    learning_rate: float = Field(default=5e-5, gt=0)
+    head_learning_rate: float = Field(default=1e-3, gt=0)
+    layer_decay: float = Field(default=1.0, gt=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    grad_accumulation: int = Field(default=1, ge=1)
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"
+    # freezing
+    freeze: Literal["none", "encoder", "embeddings"] = "none"
+    freeze_layers: int = Field(default=0, ge=0)
+    gradual_unfreezing: GradualUnfreezing | None = None
+    # evaluation, checkpoints, faults
+    eval_every_steps: int | None = Field(default=None, ge=1)
+    patience: int | None = Field(default=None, ge=1)
+    checkpoints_to_keep: int = Field(default=2, ge=1)
+    max_failures: int = Field(default=2, ge=-1)
+    log_every_steps: int = Field(default=20, ge=1)
+    storage_path: str | None = None
+
+
 class Config(_Frozen):
-    """A whole run. Sections for training live in ``train``; see ``mtl.train``."""
+    """A whole run: where it writes, the model, the tasks and how to train."""
 
     output: str = "runs/default"
     model: ModelConfig = ModelConfig()
     tasks: list[TaskConfig] = Field(min_length=1)
-    train: dict = Field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _task_names_unique(self) -> "Config":

@@ -55,12 +55,18 @@ def classification_report(gold: list[str], predicted: list[str], labels: list[st
 
 
 def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> dict:
-    """Micro precision/recall/F1 over exact entity spans, plus the same per entity type."""
-    true_positives, gold_counts, predicted_counts = Counter(), Counter(), Counter()
+    """Micro precision/recall/F1 over exact entity spans of BIO tag sequences, and per entity type."""
     for gold_tags, predicted_tags in zip(gold, predicted, strict=True):
         if len(gold_tags) != len(predicted_tags):
             raise ValueError(f"a sentence has {len(gold_tags)} gold tags but {len(predicted_tags)} predicted")
-        gold_spans, predicted_spans = set(bio_spans(gold_tags)), set(bio_spans(predicted_tags))
+    return span_report([bio_spans(tags) for tags in gold], [bio_spans(tags) for tags in predicted])
+
+
+def span_report(gold: list[list[tuple[int, int, str]]], predicted: list[list[tuple[int, int, str]]]) -> dict:
+    """Micro precision/recall/F1 over exact ``(start, end, type)`` spans, sentence by sentence."""
+    true_positives, gold_counts, predicted_counts = Counter(), Counter(), Counter()
+    for gold_spans, predicted_spans in zip(gold, predicted, strict=True):
+        gold_spans, predicted_spans = set(gold_spans), set(predicted_spans)
         gold_counts.update(span[2] for span in gold_spans)
         predicted_counts.update(span[2] for span in predicted_spans)
         true_positives.update(span[2] for span in gold_spans & predicted_spans)
@@ -70,3 +76,6 @@ def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> dict:
         "per_type": {kind: _prf(true_positives[kind], predicted_counts[kind], gold_counts[kind])
                      for kind in sorted(gold_counts | predicted_counts)},
     }
+
+
+PRIMARY_METRIC = {"classification": "accuracy", "tagging": "f1"}

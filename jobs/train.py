@@ -1,0 +1,47 @@
+"""Train the multi-task model with Ray Train.
+
+    python -m jobs.train --config jobs/configs/demo.yaml [--set train.epochs=1 ...]
+    ray job submit --working-dir . -- python -m jobs.train --config jobs/configs/demo.yaml
+
+Without a cluster Ray starts in this process; under ``ray job submit`` it joins the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mtl.config import load_config
+from mtl.errors import ConfigError, DataError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML config (see jobs/configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.epochs=1 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        import ray
+
+        from mtl.train.trainer import fit
+
+        ray.init(ignore_reinit_error=True, log_to_driver=True)
+        summary = fit(config)
+    except (ConfigError, DataError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(summary.table())
+    print(f"metrics: {summary.metrics_file}")
+    print(f"plots: {' '.join(str(path) for path in summary.plots)}")
+    print(f"best model: {summary.best_model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

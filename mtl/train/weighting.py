@@ -1,0 +1,72 @@
+"""Loss weighting across tasks: static weights, uncertainty weighting, dynamic weight averaging.
+
+Each training step holds one task's batch, so a weighting turns that task's loss into the loss
+to back-propagate. The weighting is a module: uncertainty weighting learns its parameters with
+the model (and is wrapped by DDP with it, so every worker keeps the same values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LossWeighting(nn.Module):
+    """Weights task losses.
+
+    - ``static``: a fixed weight per task (``tasks[i].weight`` in the config).
+    - ``uncertainty`` (Kendall, Gal and Cipolla, 2018): learns a log-variance ``s`` per task and
+      uses ``exp(-s) * loss + s``, so noisy or hard tasks are down-weighted automatically.
+    - ``dwa``, dynamic weight averaging (Liu, Johns and Davison, 2019): after each epoch, a task
+      whose loss fell slowly gets more weight: ``w_i = K * softmax(r_i / T)``, with ``r_i`` the
+      ratio of its last two epoch losses. The first two epochs use weight 1.
+    """
+
+    def __init__(self, *, strategy: str, tasks: list[str], static_weights: dict[str, float] | None = None,
+                 dwa_temperature: float = 2.0):
+        super().__init__()
+        if strategy not in ("static", "uncertainty", "dwa"):
+            raise ValueError(f"unknown loss weighting {strategy!r}")
+        self.strategy = strategy
+        self.tasks = list(tasks)
+        self.static_weights = {task: (static_weights or {}).get(task, 1.0) for task in tasks}
+        self.dwa_temperature = dwa_temperature
+        self.dwa_weights = {task: 1.0 for task in tasks}
+        self.epoch_losses: list[dict[str, float]] = []
+        if strategy == "uncertainty":
+            self.log_variances = nn.Parameter(torch.zeros(len(tasks)))
+
+    def forward(self, task: str, loss: torch.Tensor) -> torch.Tensor:
+        """The weighted loss of one task's batch."""
+        if self.strategy == "uncertainty":
+            log_variance = self.log_variances[self.tasks.index(task)]
+            return torch.exp(-log_variance) * loss + log_variance
+        if self.strategy == "dwa":
+            return self.dwa_weights[task] * loss
+        return self.static_weights[task] * loss
+
+    def weights(self) -> dict[str, float]:
+        """The current effective weight of each task, for logging."""
+        if self.strategy == "uncertainty":
+            return {task: math.exp(-value) for task, value in zip(self.tasks, self.log_variances.tolist())}
+        return dict(self.dwa_weights if self.strategy == "dwa" else self.static_weights)
+
+    def end_epoch(self, mean_losses: dict[str, float]) -> None:
+        """Record an epoch's mean loss per task; DWA updates its weights from the last two."""
+        self.epoch_losses.append({task: mean_losses.get(task, 0.0) for task in self.tasks})
+        if self.strategy != "dwa" or len(self.epoch_losses) < 2:
+            return
+        previous, latest = self.epoch_losses[-2], self.epoch_losses[-1]
+        ratios = torch.tensor([latest[task] / previous[task] if previous[task] else 1.0 for task in self.tasks])
+        weights = len(self.tasks) * torch.softmax(ratios / self.dwa_temperature, dim=0)
+        self.dwa_weights = dict(zip(self.tasks, weights.tolist()))
+
+    def state(self) -> dict:
+        """What a checkpoint must keep beyond the parameters (the DWA history)."""
+        return {"epoch_losses": self.epoch_losses, "dwa_weights": self.dwa_weights}
+
+    def restore(self, state: dict) -> None:
+        self.epoch_losses = state["epoch_losses"]
+        self.dwa_weights = state["dwa_weights"]
