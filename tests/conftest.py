@@ -13,6 +13,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray advertises the machine's routable address unless told it is not a cluster: keep tests on loopback
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -66,3 +68,14 @@ def tiny_bundle(tiny_encoder_dir, demo_specs):
 
     torch.manual_seed(0)
     return build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=64), demo_specs)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session, on loopback, shut down at the end."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    yield ray
+    ray.shutdown()

@@ -48,6 +48,7 @@ class TrainState:
     best: float = -math.inf
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    resumes: int = 0        # times this run restarted from a checkpoint (lost worker, rerun)
     history: list = field(default_factory=list)
     loss_sums: dict = field(default_factory=dict)
     loss_counts: dict = field(default_factory=dict)
@@ -222,6 +223,7 @@ def _restore(bundle: ModelBundle, weighting: LossWeighting) -> tuple[TrainState,
     weighting.load_state_dict(optimizer_state["weighting"])
     weighting.restore(stored["weighting"])
     state = TrainState(**stored["state"])
+    state.resumes += 1
     print(f"[mtl] resumed from checkpoint: epoch {state.epoch}, step {state.step}", flush=True)
     return state, optimizer_state
 

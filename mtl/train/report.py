@@ -11,10 +11,10 @@ matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def write_metrics(output: Path, history: list[dict], best: dict) -> Path:
-    """``metrics.json``: every evaluation of the run, and the best one."""
+def write_metrics(output: Path, run: dict) -> Path:
+    """``metrics.json``: the best evaluation, every evaluation of the run, steps taken and restarts."""
     path = output / "metrics.json"
-    path.write_text(json.dumps({"best": best, "history": history}, indent=2))
+    path.write_text(json.dumps(run, indent=2))
     return path
 
 

@@ -34,6 +34,8 @@ class TrainingSummary:
     plots: list[Path]
     best: dict
     history: list[dict]
+    steps: int
+    resumes: int
 
     def table(self) -> str:
         return metrics_table(self.best)
@@ -86,7 +88,8 @@ def export_run(output: Path, best_checkpoint, latest_checkpoint) -> TrainingSumm
     """Copy the best model folder to ``<output>/best`` (whole or not at all) and write the reports."""
     output.mkdir(parents=True, exist_ok=True)
     with latest_checkpoint.as_directory() as folder:
-        history = json.loads((Path(folder) / STATE_FILE).read_text())["state"]["history"]
+        state = json.loads((Path(folder) / STATE_FILE).read_text())["state"]
+    history = state["history"]
     target, staging = output / "best", output / "best.partial"
     shutil.rmtree(staging, ignore_errors=True)
     with best_checkpoint.as_directory() as folder:
@@ -94,6 +97,8 @@ def export_run(output: Path, best_checkpoint, latest_checkpoint) -> TrainingSumm
         best = json.loads((staging / "mtl.json").read_text())["metadata"]["metrics"]
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    metrics_file = write_metrics(output, history, best)
+    metrics_file = write_metrics(output, {"best": best, "history": history, "steps": state["step"],
+                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"]})
     plots = plot_learning_curves(output, history) + plot_confusion_matrices(output, best)
-    return TrainingSummary(best_model=target, metrics_file=metrics_file, plots=plots, best=best, history=history)
+    return TrainingSummary(best_model=target, metrics_file=metrics_file, plots=plots, best=best, history=history,
+                           steps=state["step"], resumes=state["resumes"])

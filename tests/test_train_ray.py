@@ -1,0 +1,82 @@
+"""End-to-end training on the session's local Ray: two workers, resume, and a lost worker."""
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mtl.config import validate_config
+from mtl.predict import Predictor
+from mtl.train.trainer import fit
+from train_configs import demo_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def expected_steps(examples: int, workers: int, batch_size: int, epochs: int, accumulation: int = 1) -> int:
+    batches_per_task = math.ceil(examples // workers / batch_size)
+    return math.ceil(2 * batches_per_task / accumulation) * epochs
+
+
+def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, tiny_encoder_dir, tmp_path):
+    raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), num_workers=2, mixing="round_robin",
+                      loss_weighting="uncertainty", gradual_unfreezing={"every": 2, "unit": "steps"})
+    summary = fit(validate_config(raw))
+    assert summary.steps == expected_steps(64, 2, 16, 2)
+    assert [entry["epoch"] for entry in summary.history] == [1, 2]
+    assert summary.best["combined"] == max(entry["combined"] for entry in summary.history)
+    predictor = Predictor.from_folder(summary.best_model, device="cpu")
+    [answer] = predictor.predict(["Alice flew to Paris, it was great."])
+    assert answer.labels["sentiment"].label in {"positive", "negative"}
+    stored = json.loads(summary.metrics_file.read_text())
+    assert set(stored) >= {"best", "history", "steps", "resumes"}
+    assert {path.name for path in summary.plots} == {"learning_curve_sentiment.png", "learning_curve_ner.png",
+                                                     "confusion_sentiment.png"}
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in summary.plots)
+    assert "combined" in summary.table()
+
+
+def test_rerun_with_the_same_output_resumes_instead_of_starting_over(ray_local, tiny_encoder_dir, tmp_path):
+    config = validate_config(demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), epochs=1))
+    first = fit(config)
+    assert first.resumes == 0
+    again = fit(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}))
+    assert again.resumes == 1
+    assert again.steps == 2 * first.steps
+    assert [entry["epoch"] for entry in again.history] == [1, 2]
+
+
+def kill_a_worker_after_first_checkpoint(run_folder: Path, deadline: float) -> int:
+    from ray._private import state  # the GCS actor table; the public state API needs the dashboard
+
+    while time.time() < deadline:
+        # the snapshot is written once a reported checkpoint is registered, not while it is uploading
+        if (run_folder / "checkpoint_manager_snapshot.json").exists():
+            workers = [actor["Pid"] for actor in state.actors().values()
+                       if actor["ActorClassName"] == "RayTrainWorker" and actor["State"] == "ALIVE"]
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                return workers[0]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared in time")
+
+
+def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(ray_local, tiny_encoder_dir, tmp_path):
+    raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), epochs=6, max_examples_per_task=128,
+                      loss_weighting="dwa", grad_accumulation=2, max_failures=2)
+    outcome = {}
+    training = threading.Thread(target=lambda: outcome.update(summary=fit(validate_config(raw))))
+    training.start()
+    killed = kill_a_worker_after_first_checkpoint(tmp_path / "run" / "ray" / "mtl-train", time.time() + 240)
+    training.join(timeout=300)
+    assert not training.is_alive(), "training did not finish after the worker was killed"
+    summary = outcome["summary"]
+    assert killed and summary.resumes == 1
+    assert summary.steps == expected_steps(128, 1, 16, 6, accumulation=2)
+    assert [entry["epoch"] for entry in summary.history] == [1, 2, 3, 4, 5, 6]
+    Predictor.from_folder(summary.best_model, device="cpu")
