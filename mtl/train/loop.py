@@ -49,6 +49,8 @@ class TrainState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     resumes: int = 0        # times this run restarted from a checkpoint (lost worker, rerun)
+    train_seconds: float = 0.0   # time in forward, backward and optimizer steps (not eval, not checkpoints)
+    train_sentences: int = 0     # sentences trained on by this worker
     history: list = field(default_factory=list)
     loss_sums: dict = field(default_factory=dict)
     loss_counts: dict = field(default_factory=dict)
@@ -113,6 +115,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         schedule = mixer.schedule(state.epoch)
         module.train()
         while state.position < len(schedule):
+            started = time.perf_counter()
             task = schedule[state.position]
             draw = state.draws.get(task, 0)
             state.draws[task] = draw + 1
@@ -127,8 +130,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 (weighted / settings.grad_accumulation).backward()
             state.loss_sums[task] = state.loss_sums.get(task, 0.0) + loss.item()
             state.loss_counts[task] = state.loss_counts.get(task, 0) + 1
-            progress.add_sentences(len(batch["input_ids"]))
+            state.train_sentences += len(batch["input_ids"])
             if not stepping:
+                state.train_seconds += time.perf_counter() - started
                 continue
             for parameter in freezing.still_frozen(bundle.model, state.step, state.epoch):
                 parameter.grad = None
@@ -138,6 +142,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
+            state.train_seconds += time.perf_counter() - started
             progress.log(state, settings.epochs)
             end_of_epoch = state.position == len(schedule)
             if end_of_epoch:
@@ -233,18 +238,16 @@ class _Progress:
 
     def __init__(self, *, rank: int, world_size: int, total_steps: int, every: int):
         self.rank, self.world_size, self.total_steps, self.every = rank, world_size, total_steps, every
-        self.started, self.sentences, self.steps_seen = time.perf_counter(), 0, 0
-
-    def add_sentences(self, count: int) -> None:
-        self.sentences += count
+        self.started, self.first_step = time.perf_counter(), None
 
     def log(self, state: TrainState, epochs: int) -> None:
-        self.steps_seen += 1
+        if self.first_step is None:
+            self.first_step = state.step - 1
         if self.rank != 0 or (state.step % self.every and state.step != self.total_steps):
             return
         elapsed = time.perf_counter() - self.started
-        rate = self.sentences * self.world_size / elapsed
-        eta = elapsed / self.steps_seen * (self.total_steps - state.step)
+        rate = state.train_sentences * self.world_size / max(state.train_seconds, 1e-9)
+        eta = elapsed / (state.step - self.first_step) * (self.total_steps - state.step)
         losses = " ".join(f"{task} {value:.3f}" for task, value in _mean_losses(state).items())
         print(f"[mtl] epoch {state.epoch + 1}/{epochs} step {state.step}/{self.total_steps} | loss {losses} | "
               f"{rate:.1f} sentences/s | eta {eta:.0f}s", flush=True)

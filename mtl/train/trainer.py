@@ -36,6 +36,7 @@ class TrainingSummary:
     history: list[dict]
     steps: int
     resumes: int
+    sentences_per_second: float
 
     def table(self) -> str:
         return metrics_table(self.best)
@@ -97,8 +98,11 @@ def export_run(output: Path, best_checkpoint, latest_checkpoint) -> TrainingSumm
         best = json.loads((staging / "mtl.json").read_text())["metadata"]["metrics"]
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+    # a worker's own rate; with W workers the job trains about W times as many sentences per second
+    rate = state["train_sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
     metrics_file = write_metrics(output, {"best": best, "history": history, "steps": state["step"],
-                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"]})
+                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"],
+                                          "sentences_per_second_per_worker": rate})
     plots = plot_learning_curves(output, history) + plot_confusion_matrices(output, best)
     return TrainingSummary(best_model=target, metrics_file=metrics_file, plots=plots, best=best, history=history,
-                           steps=state["step"], resumes=state["resumes"])
+                           steps=state["step"], resumes=state["resumes"], sentences_per_second=rate)
