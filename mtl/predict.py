@@ -113,6 +113,8 @@ class Predictor:
         return results
 
     def _check_text(self, text) -> str | None:
+        if text is None:
+            return "text is null"
         if not isinstance(text, str):
             return f"text must be a string, got {type(text).__name__}"
         if not text.strip():

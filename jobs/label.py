@@ -1,0 +1,67 @@
+"""Label a corpus with a trained model folder: embeddings, sentence labels and entities, to Parquet.
+
+    python -m jobs.label --model runs/demo/best --input data/demo/corpus.txt --output runs/demo/labels
+    ray job submit --working-dir . -- python -m jobs.label --model MODEL --input s3://bucket/corpus/ --output s3://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mtl.errors import ModelFolderError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model folder written by jobs.train")
+    parser.add_argument("--input", required=True, help="file, folder or glob; local path or pyarrow URI")
+    parser.add_argument("--output", required=True, help="output folder of Parquet files")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text-column", default="text", help="column with raw text (default: text)")
+    source.add_argument("--tokens-column", help="column with pre-split tokens: tagged token by token")
+    parser.add_argument("--format", dest="input_format", choices=["parquet", "jsonl", "csv", "tsv", "text"],
+                        help="input format (default: from the file suffix)")
+    parser.add_argument("--tasks", help="comma-separated tasks to run (default: all)")
+    parser.add_argument("--no-embedding", dest="embedding", action="store_false", help="leave out the embedding")
+    parser.add_argument("--embedding-dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument("--batch-size", type=int, default=256, help="rows per batch handed to an actor")
+    parser.add_argument("--actors", default="1", help="actor pool size: N, or MIN,MAX to autoscale")
+    parser.add_argument("--cpus-per-actor", type=float, default=1)
+    parser.add_argument("--max-length", type=int, help="token limit; longer texts are cut and flagged truncated")
+    parser.add_argument("--rows-per-file", type=int, default=200_000, help="most rows in one output file")
+    parser.add_argument("--overwrite", action="store_true", help="label again even if the output is complete")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import ray
+
+    from mtl.label_pipeline import LabelOptions, run_labeling
+
+    sizes = [int(part) for part in args.actors.split(",")]
+    options = LabelOptions(
+        model=args.model, input=args.input, output=args.output, text_column=args.text_column,
+        tokens_column=args.tokens_column, input_format=args.input_format,
+        tasks=tuple(args.tasks.split(",")) if args.tasks else None, embedding=args.embedding,
+        embedding_dtype=args.embedding_dtype, batch_size=args.batch_size, min_actors=sizes[0],
+        max_actors=sizes[-1], cpus_per_actor=args.cpus_per_actor, max_length=args.max_length,
+        rows_per_file=args.rows_per_file, overwrite=args.overwrite)
+    ray.init(ignore_reinit_error=True)
+    try:
+        summary = run_labeling(options)
+    except (ValueError, FileNotFoundError, ModelFolderError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if summary.skipped:
+        print(f"{summary.output} is already complete (pass --overwrite to label again)")
+    else:
+        rate = summary.rows / summary.seconds if summary.seconds else 0.0
+        print(f"labeled {summary.rows} rows into {len(summary.files)} file(s) in {summary.output} "
+              f"({summary.seconds:.1f}s, {rate:.0f} rows/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
