@@ -57,6 +57,7 @@ class LabelOptions:
     max_length: int | None = None
     rows_per_file: int = 200_000
     overwrite: bool = False
+    block_bytes: int = 16 * 1024**2
 
 
 @dataclass
@@ -84,10 +85,18 @@ def expand_input(pattern: str) -> tuple[list[str], pafs.FileSystem]:
     found = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
     files = sorted(info.path for info in found if info.type == pafs.FileType.File
                    and not Path(info.path).name.startswith(("_", "."))
-                   and (pattern_path is None or fnmatch.fnmatch(info.path, pattern_path)))
+                   and (pattern_path is None or _glob_match(info.path, pattern_path)))
     if not files:
         raise FileNotFoundError(f"--input: no files match '{pattern}'")
     return files, filesystem
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """Shell-style matching where ``*`` stays within a folder and ``**`` crosses folders."""
+    if "**" in pattern:
+        return fnmatch.fnmatch(path, pattern)
+    parts, pattern_parts = path.split("/"), pattern.split("/")
+    return len(parts) == len(pattern_parts) and all(map(fnmatch.fnmatch, parts, pattern_parts))
 
 
 def input_format(files: list[str], declared: str | None) -> str:
@@ -141,6 +150,8 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
     files, filesystem = expand_input(options.input)
     fmt = input_format(files, options.input_format)
     started = time.perf_counter()
+    # small blocks keep many in flight within a modest object store (Ray's default is 128 MiB)
+    ray.data.DataContext.get_current().target_max_block_size = options.block_bytes
     dataset = read_corpus(files, filesystem, fmt, options.text_column)
     if fmt != "jsonl":
         _check_no_clash(dataset.schema().names, output_columns(specs, options.embedding))

@@ -19,6 +19,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO = REPO / "data" / "demo"
+OBJECT_STORE_BYTES = 100 * 1024**2
 
 
 def shared_data(relative: str) -> Path:
@@ -72,10 +73,14 @@ def tiny_bundle(tiny_encoder_dir, demo_specs):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the whole session, on loopback, shut down at the end."""
+    """One local Ray for the whole session, on loopback, shut down at the end.
+
+    Its object store is deliberately small (100 MiB), so that streaming tests show that a corpus
+    larger than the store flows through instead of piling up in it.
+    """
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     yield ray
     ray.shutdown()

@@ -1,0 +1,118 @@
+"""Bulk-labeling pieces without Ray: Arrow columns, the batch labeler, input expansion, commit."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mtl.checkpoint import save_model_folder
+from mtl.label import BatchLabeler, commit_output, output_columns
+from mtl.label_pipeline import expand_input, input_format
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs):
+    import torch
+
+    from mtl.checkpoint import build_model
+    from mtl.config import ModelConfig
+
+    torch.manual_seed(0)
+    bundle = build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=16), demo_specs)
+    return save_model_folder(bundle, tmp_path_factory.mktemp("label") / "model")
+
+
+def labeler(model_dir, **options):
+    arguments = {"text_column": "text", "tokens_column": None, "tasks": None, **options}
+    return BatchLabeler(model=str(model_dir), **arguments)
+
+
+BAD_AND_GOOD = ["Alice flew to Paris.", None, "", "   ", "word " * 40, "Bob"]
+
+
+def test_every_row_comes_back_once_with_errors_on_bad_rows(model_dir):
+    table = pa.table({"id": list(range(6)), "text": BAD_AND_GOOD})
+    out = labeler(model_dir, batch_size=2)(table)
+    assert out.num_rows == 6
+    assert out.column("id").to_pylist() == list(range(6))
+    assert out.column_names == ["id", "text", *output_columns(list(labeler(model_dir).specs), True)]
+    errors = out.column("error").to_pylist()
+    assert [error is None for error in errors] == [True, False, False, False, True, True]
+    assert errors[1] == "text is null" and errors[2] == "text is empty"
+    assert out.column("truncated").to_pylist()[4] is True
+    for name in ("embedding", "sentiment", "sentiment_score", "ner", "truncated"):
+        assert out.column(name).to_pylist()[1] is None
+
+
+def test_embedding_is_a_fixed_size_float_list_readable_as_numpy(model_dir):
+    out = labeler(model_dir)(pa.table({"text": ["one", "two"]}))
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    matrix = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
+    assert matrix.shape == (2, 32)
+    half = labeler(model_dir, embedding_dtype="float16")(pa.table({"text": ["one"]}))
+    assert half.schema.field("embedding").type == pa.list_(pa.float16(), 32)
+
+
+def test_task_subset_and_no_embedding(model_dir):
+    out = labeler(model_dir, tasks=["ner"], embedding=False)(pa.table({"text": ["Dana Lee"]}))
+    assert out.column_names == ["text", "ner", "truncated", "error"]
+    entity_type = out.schema.field("ner").type.value_type
+    assert [entity_type.field(i).name for i in range(entity_type.num_fields)] == ["start", "end", "label", "text", "score"]
+
+
+def test_binary_text_is_an_error_row(model_dir):
+    out = labeler(model_dir)(pa.table({"text": pa.array([b"\x00\xff", b"ok"], pa.binary())}))
+    assert out.column("error").to_pylist() == ["text must be a string, got bytes"] * 2
+
+
+def test_pre_split_tokens_are_tagged_by_token_index(model_dir):
+    out = labeler(model_dir, text_column=None, tokens_column="tokens")(
+        pa.table({"tokens": [["New", "York"], []]}))
+    spans = out.column("ner").to_pylist()[0]
+    assert all(0 <= span["start"] < span["end"] <= 2 for span in spans)
+    assert out.column("error").to_pylist() == [None, "tokens is empty"]
+
+
+def test_json_lines_survive_bad_lines_and_type_changes(model_dir):
+    lines = [json.dumps({"text": "fine", "id": 1}), json.dumps({"text": 5, "id": 2}), "{not json",
+             json.dumps({"id": 4}), json.dumps(["a", "list"])]
+    out = labeler(model_dir, json_lines=True)(pa.table({"text": lines}))
+    assert out.num_rows == 5
+    assert out.column("text").to_pylist()[:2] == ["fine", "5"]
+    assert out.column("error").to_pylist() == [None, "text must be a string, got int",
+                                               "no column 'text' in this row", "no column 'text' in this row",
+                                               "no column 'text' in this row"]
+    assert out.column("_raw_line").to_pylist()[2] == "{not json"
+
+
+def test_expand_input_file_folder_and_glob(tmp_path):
+    for name in ("a.txt", "b.txt", "sub/c.txt", "_hidden.txt", "d.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    assert expand_input(str(tmp_path / "a.txt"))[0] == [str(tmp_path / "a.txt")]
+    assert len(expand_input(str(tmp_path))[0]) == 4
+    assert [p.rsplit("/", 1)[1] for p in expand_input(str(tmp_path / "*.txt"))[0]] == ["a.txt", "b.txt"]
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        expand_input(str(tmp_path / "*.parquet"))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        expand_input(str(tmp_path / "missing.txt"))
+
+
+def test_input_format_from_suffixes():
+    assert input_format(["a.jsonl", "b.jsonl"], None) == "jsonl"
+    assert input_format(["a.bin"], "parquet") == "parquet"
+    with pytest.raises(ValueError, match="pass --format"):
+        input_format(["a.csv", "b.txt"], None)
+
+
+def test_commit_moves_files_once_and_finishes_an_interrupted_commit(tmp_path):
+    output, staging = tmp_path / "out", tmp_path / "out" / "_inprogress"
+    staging.mkdir(parents=True)
+    for name in ("p1.parquet", "p2.parquet"):
+        (staging / name).write_text(name)
+    (staging / "_FILES").write_text("p1.parquet\np2.parquet")
+    (staging / "p1.parquet").rename(output / "p1.parquet")  # killed after moving the first file
+    committed = commit_output(staging, output)
+    assert sorted(path.name for path in committed) == ["p1.parquet", "p2.parquet"]
+    assert sorted(path.name for path in output.iterdir()) == ["_SUCCESS", "p1.parquet", "p2.parquet"]

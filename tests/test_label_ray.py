@@ -1,0 +1,104 @@
+"""Bulk labeling end to end on the session's local Ray: row counts, bad rows, restarts, streaming."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from mtl.checkpoint import build_model, save_model_folder
+from mtl.config import ModelConfig
+from mtl.label_pipeline import STAGING, LabelOptions, run_labeling
+
+pytestmark = pytest.mark.ray
+
+GOOD = ["Alice Martin flew to Paris.", "terrible service at Hooli", "ok"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs):
+    bundle = build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=16), demo_specs)
+    return save_model_folder(bundle, tmp_path_factory.mktemp("label-ray") / "model")
+
+
+def read_output(folder):
+    return pads.dataset(str(folder), format="parquet").to_table()
+
+
+def label(model_dir, source, output, **options):
+    return run_labeling(LabelOptions(model=str(model_dir), input=str(source), output=str(output),
+                                     batch_size=64, max_actors=2, **options))
+
+
+def test_text_corpus_seeded_with_bad_rows_gives_one_row_per_line(ray_local, model_dir, tmp_path):
+    lines = [GOOD[i % 3] if i % 7 else "" for i in range(500)]
+    lines[13] = "x" * 30_000  # over the character limit
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    summary = label(model_dir, tmp_path / "corpus.txt", tmp_path / "out")
+    table = read_output(tmp_path / "out")
+    assert summary.rows == table.num_rows == 500
+    errors = table.column("error").to_pylist()
+    assert sum(error == "text is empty" for error in errors) == sum(1 for line in lines if not line)
+    assert sum(error is not None and "limit is" in error for error in errors) == 1
+    assert sorted(table.column("text").to_pylist()) == sorted(lines)
+    assert (tmp_path / "out" / "_SUCCESS").exists() and not (tmp_path / "out" / STAGING).exists()
+
+
+def test_parquet_keeps_columns_and_flags_nulls(ray_local, model_dir, tmp_path):
+    ids = list(range(300))
+    texts = [None if i % 10 == 0 else GOOD[i % 3] for i in ids]
+    pq.write_table(pa.table({"id": ids, "text": texts, "source": ["web"] * 300}), tmp_path / "in.parquet")
+    label(model_dir, tmp_path / "in.parquet", tmp_path / "out", tasks=("sentiment",), embedding_dtype="float16")
+    table = read_output(tmp_path / "out")
+    assert sorted(table.column("id").to_pylist()) == ids
+    assert table.column_names[:3] == ["id", "text", "source"]
+    assert "ner" not in table.column_names
+    assert table.schema.field("embedding").type == pa.list_(pa.float16(), 32)
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows[10]["error"] == "text is null" and rows[10]["sentiment"] is None
+    assert rows[11]["sentiment"] in {"negative", "positive"} and rows[11]["error"] is None
+
+
+def test_jsonl_with_type_changes_and_broken_lines_keeps_every_line(ray_local, model_dir, tmp_path):
+    lines = [json.dumps({"text": GOOD[i % 3], "n": i}) for i in range(200)]
+    lines[5], lines[6] = json.dumps({"text": 17, "n": 5}), "{broken"
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    label(model_dir, tmp_path / "in.jsonl", tmp_path / "out")
+    table = read_output(tmp_path / "out")
+    assert table.num_rows == 200
+    errors = [error for error in table.column("error").to_pylist() if error]
+    assert sorted(errors) == ["no column 'text' in this row", "text must be a string, got int"]
+
+
+def test_tokens_column_tags_pre_split_input(ray_local, model_dir, tmp_path):
+    pq.write_table(pa.table({"tokens": [["EU", "rejects", "German", "call"]] * 50}), tmp_path / "conll.parquet")
+    label(model_dir, tmp_path / "conll.parquet", tmp_path / "out", tokens_column="tokens")
+    table = read_output(tmp_path / "out")
+    assert table.num_rows == 50
+    spans = [span for row in table.column("ner").to_pylist() for span in row]
+    assert all(0 <= span["start"] < span["end"] <= 4 for span in spans)
+
+
+def test_rerun_after_a_kill_leaves_complete_duplicate_free_output(ray_local, model_dir, tmp_path):
+    lines = [f"{GOOD[i % 3]} number {i}" for i in range(400)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    # what a job killed half-way leaves: a partial staging folder and a stray uncommitted file
+    (out / STAGING).mkdir(parents=True)
+    (out / STAGING / "half.parquet").write_bytes(b"PAR1 partial")
+    pq.write_table(pa.table({"text": lines[:10]}), out / "stray.parquet")
+    label(model_dir, tmp_path / "corpus.txt", out)
+    assert sorted(read_output(out).column("text").to_pylist()) == sorted(lines)
+    again = label(model_dir, tmp_path / "corpus.txt", out)
+    assert again.skipped and read_output(out).num_rows == 400
+    label(model_dir, tmp_path / "corpus.txt", out, overwrite=True)
+    assert read_output(out).num_rows == 400
+
+
+def test_input_column_clash_and_unknown_task_fail_before_work(ray_local, model_dir, tmp_path):
+    pq.write_table(pa.table({"text": ["a"], "error": ["mine"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=r"already has column\(s\) \['error'\]"):
+        label(model_dir, tmp_path / "in.parquet", tmp_path / "out")
+    with pytest.raises(ValueError, match=r"--tasks: unknown task\(s\) \['topic'\]"):
+        label(model_dir, tmp_path / "in.parquet", tmp_path / "out", tasks=("topic",))
