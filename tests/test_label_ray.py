@@ -1,4 +1,4 @@
-"""Bulk labeling end to end on the session's local Ray: row counts, bad rows, restarts, streaming."""
+"""Bulk labeling end to end on the session's local Ray: row counts, bad rows, column contract, restarts."""
 
 import json
 
