@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import tempfile
 import time
@@ -31,6 +32,10 @@ from mtl.tasks import TaskSpec
 from mtl.train.evaluate import evaluate
 from mtl.train.optim import FreezingPlan, build_optimizer, build_scheduler, parameter_groups
 from mtl.train.weighting import LossWeighting
+
+# note: Ray Train routes worker prints through logging and also tees them to stdout, so plain
+# print() shows every line twice on the driver; logging shows it once
+logger = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
 STATE_FILE = "train_state.json"
@@ -229,7 +234,7 @@ def _restore(bundle: ModelBundle, weighting: LossWeighting) -> tuple[TrainState,
     weighting.restore(stored["weighting"])
     state = TrainState(**stored["state"])
     state.resumes += 1
-    print(f"[mtl] resumed from checkpoint: epoch {state.epoch}, step {state.step}", flush=True)
+    logger.info("[mtl] resumed from checkpoint: epoch %d, step %d", state.epoch, state.step)
     return state, optimizer_state
 
 
@@ -249,5 +254,5 @@ class _Progress:
         rate = state.train_sentences * self.world_size / max(state.train_seconds, 1e-9)
         eta = elapsed / (state.step - self.first_step) * (self.total_steps - state.step)
         losses = " ".join(f"{task} {value:.3f}" for task, value in _mean_losses(state).items())
-        print(f"[mtl] epoch {state.epoch + 1}/{epochs} step {state.step}/{self.total_steps} | loss {losses} | "
-              f"{rate:.1f} sentences/s | eta {eta:.0f}s", flush=True)
+        logger.info("[mtl] epoch %d/%d step %d/%d | loss %s | %.1f sentences/s | eta %.0fs",
+                    state.epoch + 1, epochs, state.step, self.total_steps, losses, rate, eta)
