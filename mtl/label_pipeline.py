@@ -31,6 +31,9 @@ from mtl.label import BatchLabeler, commit_output, output_columns
 from mtl.tasks import TaskSpec
 
 STAGING = "_inprogress"
+# reading and writing Parquet is light next to the model: a quarter CPU each leaves the labeler
+# actors the cores without starving the readers that feed them
+IO_CPUS = 0.25
 _FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
             ".txt": "text", ".text": "text"}
 
@@ -112,15 +115,16 @@ def input_format(files: list[str], declared: str | None) -> str:
 def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_column: str) -> ray.data.Dataset:
     """One dataset row per input row (per line for text files, empty lines included)."""
     if fmt == "parquet":
-        return ray.data.read_parquet(files, filesystem=filesystem)
+        return ray.data.read_parquet(files, filesystem=filesystem, ray_remote_args={"num_cpus": IO_CPUS})
     if fmt in ("csv", "tsv"):
         parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pacsv.ParseOptions(newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types={text_column: pa.string()})
-        return ray.data.read_csv(files, filesystem=filesystem, parse_options=parse, convert_options=convert)
+        return ray.data.read_csv(files, filesystem=filesystem, parse_options=parse, convert_options=convert,
+                                 ray_remote_args={"num_cpus": IO_CPUS})
     if fmt == "jsonl":  # raw lines, parsed by the labeler: one bad line is one bad row
-        return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=True)
+        return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=True, num_cpus=IO_CPUS)
     if fmt == "text":
-        return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=False)
+        return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=False, num_cpus=IO_CPUS)
     raise ValueError(f"--format: unknown format {fmt!r}; use parquet, jsonl, csv, tsv or text")
 
 
@@ -164,7 +168,8 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
         num_cpus=options.cpus_per_actor,
         num_gpus=1 if _use_gpu(options) else 0,
     )
-    labeled.write_parquet(str(staging.absolute()), min_rows_per_file=None, max_rows_per_file=options.rows_per_file)
+    labeled.write_parquet(str(staging.absolute()), max_rows_per_file=options.rows_per_file,
+                          ray_remote_args={"num_cpus": IO_CPUS})
     written = commit_output(staging, output)
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in written)
     return LabelSummary(output=output, files=written, rows=rows, seconds=time.perf_counter() - started)
@@ -175,7 +180,7 @@ def _labeler_arguments(options: LabelOptions, fmt: str) -> dict:
             "tokens_column": options.tokens_column, "tasks": list(options.tasks) if options.tasks else None,
             "embedding": options.embedding, "embedding_dtype": options.embedding_dtype,
             "batch_size": options.predict_batch_size, "max_length": options.max_length,
-            "threads": max(1, int(options.cpus_per_actor)), "json_lines": fmt == "jsonl"}
+            "threads": max(1, round(options.cpus_per_actor)), "json_lines": fmt == "jsonl"}
 
 
 def _use_gpu(options: LabelOptions) -> bool:
@@ -185,9 +190,11 @@ def _use_gpu(options: LabelOptions) -> bool:
 def _max_actors(options: LabelOptions) -> int:
     if options.max_actors:
         return max(options.max_actors, options.min_actors)
-    resource = "GPU" if _use_gpu(options) else "CPU"
-    per_actor = 1 if resource == "GPU" else options.cpus_per_actor
-    return max(options.min_actors, int(ray.cluster_resources().get(resource, 1) // per_actor))
+    if _use_gpu(options):
+        return max(options.min_actors, int(ray.cluster_resources().get("GPU", 1)))
+    # leave room for Ray Data's file listing (1 CPU, at start-up) and for a reader and a writer
+    spare = ray.cluster_resources().get("CPU", 1) - 1 - 2 * IO_CPUS
+    return max(options.min_actors, int(spare // options.cpus_per_actor))
 
 
 def _clear(output: Path) -> None:

@@ -1,0 +1,90 @@
+"""Bulk-labeling throughput: jobs.label end to end against SentenceTransformer.encode, in one run.
+
+    python benchmarks/label_throughput.py [--sentences 20000]
+
+The corpus is real text from ../shared/data (SST-2 sentences, then CoNLL-2003 sentences). The job
+reads Parquet, embeds, classifies, tags and writes Parquet; the baseline only embeds the same
+texts in memory with sentence-transformers at its best batch size, on every core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_sentences(count: int) -> list[str]:
+    from mtl.config import DataSource
+    from mtl.data.readers import read_rows
+
+    texts = [row["text"] for row in read_rows(DataSource(path=str(SHARED / "sst2/train.tsv"), text_column="sentence"),
+                                              "classification")]
+    texts = texts[: count * 2 // 3]
+    conll = read_rows(DataSource(path=str(SHARED / "conll2003/train.txt")), "tagging")
+    texts += [" ".join(row["tokens"]) for row in conll[: count - len(texts)]]
+    return texts
+
+
+def encode_baseline(texts: list[str], max_length: int) -> tuple[float, int]:
+    """Best sentences/s of SentenceTransformer.encode over a few batch sizes."""
+    from sentence_transformers import SentenceTransformer
+
+    from mtl.checkpoint import resolve_encoder
+
+    model = SentenceTransformer(resolve_encoder("all-MiniLM-L6-v2"), device="cpu")
+    model.max_seq_length = max_length
+    model.encode(texts[:256])  # warm-up
+    results = []
+    for batch_size in (32, 64, 128):
+        started = time.perf_counter()
+        model.encode(texts, batch_size=batch_size)
+        results.append((len(texts) / (time.perf_counter() - started), batch_size))
+    return max(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=20_000)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--actors", type=int, default=max(1, (os.cpu_count() or 1) - 1),
+                        help="labeler actors, one CPU each (a CPU stays free for reading, listing and writing)")
+    args = parser.parse_args()
+    texts = real_sentences(args.sentences)
+    cores = os.cpu_count() or 1
+
+    import ray
+
+    from mtl.checkpoint import build_model, save_model_folder
+    from mtl.config import ModelConfig
+    from mtl.label_pipeline import LabelOptions, run_labeling
+    from mtl.tasks import TaskSpec
+
+    specs = [TaskSpec("sentiment", "classification", ("0", "1")),
+             TaskSpec("ner", "tagging", ("O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"))]
+    with tempfile.TemporaryDirectory() as work:
+        model_dir = save_model_folder(build_model(ModelConfig(max_length=args.max_length), specs), Path(work) / "model")
+        pq.write_table(pa.table({"id": range(len(texts)), "text": texts}), Path(work) / "corpus.parquet")
+        baseline, best_batch = encode_baseline(texts, args.max_length)
+        ray.init(ignore_reinit_error=True)
+        options = LabelOptions(model=str(model_dir), input=str(Path(work) / "corpus.parquet"),
+                               output=str(Path(work) / "out"), min_actors=args.actors, max_actors=args.actors,
+                               cpus_per_actor=1)
+        summary = run_labeling(options)
+        assert summary.rows == len(texts)
+    job = summary.rows / summary.seconds
+    print(f"\n{len(texts)} sentences, {cores} cores, max length {args.max_length}")
+    print(f"{'SentenceTransformer.encode (embed only, batch ' + str(best_batch) + ')':<52} {baseline:>8.1f} sentences/s")
+    print(f"{'jobs.label (read, embed, classify, tag, write)':<52} {job:>8.1f} sentences/s")
+    print(f"ratio (job / encode): {job / baseline:.3f}")
+
+
+if __name__ == "__main__":
+    main()
