@@ -45,8 +45,8 @@ def predictions_to_columns(predictions: list[Prediction], specs: list[TaskSpec],
     columns: dict[str, pa.Array] = {}
     if embedding_size is not None:
         columns["embedding"] = _embedding_column(predictions, embedding_size, EMBEDDING_TYPES[embedding_dtype])
+    failed = [prediction.error is not None for prediction in predictions]
     for spec in specs:
-        failed = [prediction.error is not None for prediction in predictions]
         if spec.kind == "classification":
             labels = [None if bad else p.labels[spec.name] for p, bad in zip(predictions, failed)]
             columns[spec.name] = pa.array([None if label is None else label.label for label in labels], pa.string())

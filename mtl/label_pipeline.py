@@ -129,7 +129,7 @@ def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_co
 
 
 def check_options(options: LabelOptions) -> list[TaskSpec]:
-    """Fail before any work on a bad model folder, unknown task or clashing column name."""
+    """Fail before any work on a bad model folder, an unknown task or an unknown embedding dtype."""
     description = read_model_description(options.model)
     specs = {task["name"]: TaskSpec.from_dict(task) for task in description["tasks"]}
     unknown = [task for task in options.tasks or () if task not in specs]
