@@ -25,9 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", help="comma-separated tasks to run (default: all)")
     parser.add_argument("--no-embedding", dest="embedding", action="store_false", help="leave out the embedding")
     parser.add_argument("--embedding-dtype", choices=["float32", "float16"], default="float32")
-    parser.add_argument("--batch-size", type=int, default=256, help="rows per batch handed to an actor")
+    parser.add_argument("--batch-size", type=int, default=2048,
+                        help="rows per batch handed to an actor, sorted by length there to cut padding")
     parser.add_argument("--actors", default="1", help="actor pool size: N, or MIN,MAX to autoscale")
     parser.add_argument("--cpus-per-actor", type=float, default=1)
+    parser.add_argument("--threads-per-actor", type=int,
+                        help="torch threads per actor (default: a node's cores shared among its actors)")
     parser.add_argument("--max-length", type=int, help="token limit; longer texts are cut and flagged truncated")
     parser.add_argument("--rows-per-file", type=int, default=200_000, help="most rows in one output file")
     parser.add_argument("--overwrite", action="store_true", help="label again even if the output is complete")
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         tokens_column=args.tokens_column, input_format=args.input_format,
         tasks=tuple(args.tasks.split(",")) if args.tasks else None, embedding=args.embedding,
         embedding_dtype=args.embedding_dtype, batch_size=args.batch_size, min_actors=sizes[0],
-        max_actors=sizes[-1], cpus_per_actor=args.cpus_per_actor, max_length=args.max_length,
+        max_actors=sizes[-1], cpus_per_actor=args.cpus_per_actor,
+        threads_per_actor=args.threads_per_actor, max_length=args.max_length,
         rows_per_file=args.rows_per_file, overwrite=args.overwrite)
     ray.init(ignore_reinit_error=True)
     try:
