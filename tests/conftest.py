@@ -72,6 +72,20 @@ def tiny_bundle(tiny_encoder_dir, demo_specs):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs) -> Path:
+    """A saved model folder of the tiny encoder with the demo heads (max length 16), shared read-only."""
+    import torch
+
+    from mtl.checkpoint import build_model, save_model_folder
+    from mtl.config import ModelConfig
+
+    torch.manual_seed(0)
+    bundle = build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=16), demo_specs)
+    return save_model_folder(bundle, tmp_path_factory.mktemp("tiny-model") / "model",
+                             metadata={"trained_at": "2026-11-24T00:00:00+00:00", "metrics": {"combined": 0.5}})
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session, on loopback, shut down at the end.
 

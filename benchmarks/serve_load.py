@@ -1,0 +1,197 @@
+"""Online load: the Ray Serve endpoint against a plain FastAPI + SentenceTransformer.encode app, in one run.
+
+    python benchmarks/serve_load.py [--requests 400] [--concurrency 1 8 32] [--texts-per-request 1]
+
+Each server runs alone, in its own process, on 127.0.0.1: first the baseline (FastAPI, one
+``SentenceTransformer.encode`` per request, no batching, on every core), then the endpoint
+(`serve run` of serve_config.yaml, rewritten to this model and port). A separate load process sends
+a bounded number of ``/embed`` requests of real sentences at each concurrency and reports
+requests/s, sentences/s and p50/p95/p99 latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def sentences(count: int) -> list[str]:
+    """Real SST-2 sentences when ../shared/data is there, else the bundled demo corpus."""
+    path = SHARED / "sst2" / "validation.tsv"
+    if path.exists():
+        lines = [line.split("\t")[0] for line in path.read_text().splitlines()[1:]]
+    else:
+        lines = (REPO / "data" / "demo" / "corpus.txt").read_text().splitlines()
+    return [lines[index % len(lines)] for index in range(count)]
+
+
+def baseline_app(port: int) -> None:
+    """The baseline server: FastAPI calling SentenceTransformer.encode once per request."""
+    import uvicorn
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+    from sentence_transformers import SentenceTransformer
+
+    from mtl.checkpoint import resolve_encoder
+
+    model = SentenceTransformer(resolve_encoder("all-MiniLM-L6-v2"), device="cpu")
+    app = FastAPI()
+
+    class Texts(BaseModel):
+        texts: list[str]
+
+    @app.post("/v1/embed")
+    def embed(request: Texts) -> dict:
+        return {"embeddings": model.encode(request.texts).tolist()}
+
+    @app.get("/healthz")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+async def load(url: str, concurrency: int, total: int, texts: list[str], per_request: int) -> dict:
+    """Send ``total`` requests from ``concurrency`` clients; latencies in milliseconds."""
+    import aiohttp
+
+    latencies, codes, queue = [], [], asyncio.Queue()
+    for index in range(total):
+        queue.put_nowait([texts[(index * per_request + offset) % len(texts)] for offset in range(per_request)])
+
+    async def client(session) -> None:
+        while not queue.empty():
+            body = {"texts": queue.get_nowait()}
+            started = time.perf_counter()
+            async with session.post(f"{url}/v1/embed", json=body) as response:
+                await response.read()
+                codes.append(response.status)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    latencies.sort()
+    return {"requests_per_s": total / seconds, "sentences_per_s": total * per_request / seconds,
+            "p50": latencies[len(latencies) // 2], "p95": latencies[int(len(latencies) * 0.95)],
+            "p99": latencies[int(len(latencies) * 0.99)], "errors": sum(code != 200 for code in codes)}
+
+
+def run_load(url: str, args: argparse.Namespace) -> dict[int, dict]:
+    """Each concurrency level from a separate load process, after a warm-up round."""
+
+    def one_level(concurrency: int, requests: int) -> dict:
+        output = subprocess.run([sys.executable, __file__, "--load", url, "--concurrency", str(concurrency),
+                                 "--requests", str(requests), "--texts-per-request", str(args.texts_per_request)],
+                                check=True, capture_output=True, text=True).stdout
+        return json.loads(output)
+
+    one_level(8, 50)
+    return {concurrency: one_level(concurrency, args.requests) for concurrency in args.concurrency}
+
+
+@contextmanager
+def server(command: list[str], url: str, environment: dict | None = None):
+    """Start a server process group, wait for /healthz, and always stop it."""
+    import requests
+
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(environment or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{command[0]} did not become healthy")
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # `serve run` shuts Serve and Ray down on Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def endpoint_config(model: Path, port: int, folder: Path) -> Path:
+    import yaml
+
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    application = config["applications"][0]
+    application["args"].update(model=str(model), cache_size=0, threads=os.cpu_count())
+    path = folder / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def print_table(baseline: dict, endpoint: dict, per_request: int) -> None:
+    print(f"\n{per_request} sentence(s) per request, {os.cpu_count()} cores, loopback")
+    print(f"{'server':<10} {'conc':>4} {'req/s':>8} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for name, results in (("baseline", baseline), ("endpoint", endpoint)):
+        for concurrency, row in results.items():
+            print(f"{name:<10} {concurrency:>4} {row['requests_per_s']:>8.1f} {row['sentences_per_s']:>8.1f} "
+                  f"{row['p50']:>8.1f} {row['p95']:>8.1f} {row['p99']:>8.1f} {row['errors']:>6}")
+    top = max(endpoint)
+    print(f"sentences/s at concurrency {top}: endpoint / baseline = "
+          f"{endpoint[top]['sentences_per_s'] / baseline[top]['sentences_per_s']:.2f} (target >= 2)")
+    print(f"p50 latency at concurrency 1: endpoint / baseline = {endpoint[1]['p50'] / baseline[1]['p50']:.2f} "
+          f"(target <= 1.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--texts-per-request", type=int, default=1)
+    parser.add_argument("--model", help="model folder (default: MiniLM with fresh demo heads)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        return baseline_app(args.baseline_server)
+    if args.load:
+        texts = sentences(args.requests * args.texts_per_request)
+        print(json.dumps(asyncio.run(load(args.load, args.concurrency[0], args.requests, texts, args.texts_per_request))))
+        return None
+    url = f"http://127.0.0.1:{args.port}"
+    with tempfile.TemporaryDirectory() as work:
+        model = Path(args.model) if args.model else fresh_model(Path(work) / "model")
+        with server([sys.executable, __file__, "--baseline-server", str(args.port)], url):
+            baseline = run_load(url, args)
+        config = endpoint_config(model.absolute(), args.port, Path(work))
+        with server([str(Path(sys.executable).parent / "serve"), "run", str(config)], url,
+                    {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}):
+            endpoint = run_load(url, args)
+    print_table(baseline, endpoint, args.texts_per_request)
+
+
+def fresh_model(folder: Path) -> Path:
+    from mtl.checkpoint import build_model, save_model_folder
+    from mtl.config import ModelConfig
+    from mtl.tasks import TaskSpec
+
+    specs = [TaskSpec("sentiment", "classification", ("0", "1")),
+             TaskSpec("ner", "tagging", ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"))]
+    return save_model_folder(build_model(ModelConfig(), specs), folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The endpoint on Ray Serve, deployed from serve_config.yaml with the real `serve run` command.
+
+The config is the repository's own, rewritten only where a test must: the tiny model, a free
+loopback port, small CPU requests, two fixed model replicas (for the replica-kill test), and a
+second application with tiny queues (for the overload test).
+"""
+
+import concurrent.futures
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SERVE_CLI = Path(sys.executable).parent / "serve"
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TEXTS = ["Alice flew to Paris.", "a fine film", "Bob works at Hooli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def endpoint_config(model_dir, port: int) -> dict:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["http_options"].update(host="127.0.0.1", port=port)
+    main = config["applications"][0]
+    main["args"].update(model=str(model_dir), max_texts=8, max_batch_texts=32, batch_wait_timeout_s=0.05)
+    endpoint, replica = main["deployments"]
+    endpoint.update(ray_actor_options={"num_cpus": 0.1})
+    replica.pop("autoscaling_config")
+    replica.update(num_replicas=2, ray_actor_options={"num_cpus": 0.5})
+    tight = copy.deepcopy(main)
+    tight.update(name="tight", route_prefix="/tight")
+    tight["args"].update(batch_wait_timeout_s=1.0)  # every batch holds its replica for a second
+    tight["deployments"][1].update(num_replicas=1, max_ongoing_requests=1, max_queued_requests=1)
+    tight["deployments"][0]["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
+    config["applications"].append(tight)
+    return config
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_local, tiny_model_dir, tmp_path_factory):
+    from ray import serve
+
+    port = free_port()
+    config_path = tmp_path_factory.mktemp("serve") / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(endpoint_config(tiny_model_dir, port)))
+    address = ray_local.get_runtime_context().gcs_address
+    command = [str(SERVE_CLI), "run", "--non-blocking", "--address", address, str(config_path)]
+    subprocess.run(command, cwd=REPO, check=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO)})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, seconds=120)
+    wait_until(lambda: requests.get(f"{url}/tight/healthz", timeout=2).status_code == 200, seconds=60)
+    yield url
+    serve.shutdown()
+
+
+def wait_until(condition, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if condition():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"not ready within {seconds}s")
+
+
+def replica_stats(app: str = "mtl") -> dict[int, dict]:
+    """Stats of each live model replica, by process id (the handle spreads calls over replicas)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ModelReplica", app_name=app)
+    seen = {}
+    for _ in range(40):
+        stats = handle.stats.remote().result(timeout_s=10)
+        seen[stats["pid"]] = stats
+    return seen
+
+
+def test_every_route_answers_through_serve(endpoint):
+    embedded = requests.post(f"{endpoint}/v1/embed", json={"texts": TEXTS}, timeout=30).json()
+    assert len(embedded["embeddings"]) == 3 and embedded["dimension"] == 32
+    predicted = requests.post(f"{endpoint}/v1/predict", json={"texts": TEXTS, "tasks": ["sentiment"]}, timeout=30)
+    assert predicted.status_code == 200
+    assert [set(result["labels"]) for result in predicted.json()["results"]] == [{"sentiment"}] * 3
+    assert requests.get(f"{endpoint}/v1/model", timeout=10).json()["tasks"][1]["name"] == "ner"
+    assert requests.get(f"{endpoint}/docs", timeout=10).status_code == 200
+    bad = requests.post(f"{endpoint}/v1/predict", json={"texts": ["a"] * 9}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["error"].startswith("texts:")
+
+
+def test_concurrent_requests_share_model_batches(endpoint):
+    before = sum(stats["batches"] for stats in replica_stats().values())
+    requests_before = sum(stats["requests"] for stats in replica_stats().values())
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda i: requests.post(f"{endpoint}/v1/predict", json={"texts": [f"text {i}"]},
+                                                        timeout=60), range(64)))
+    assert all(answer.status_code == 200 for answer in answers)
+    stats = replica_stats().values()
+    batches = sum(entry["batches"] for entry in stats) - before
+    assert sum(entry["requests"] for entry in stats) - requests_before == 64
+    assert batches < 64 / 2, f"64 concurrent requests ran in {batches} batches"
+
+
+def test_an_overloaded_endpoint_answers_503_at_once_and_never_500(endpoint):
+    def ask(index: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        answer = requests.post(f"{endpoint}/tight/v1/embed", json={"texts": [f"load {index}"]}, timeout=60)
+        return answer.status_code, time.perf_counter() - started
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(ask, range(12)))
+    codes = [code for code, _ in outcomes]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 6, codes
+    assert max(seconds for code, seconds in outcomes if code == 503) < 1.0  # rejected, not queued behind the batch
+
+
+def test_killing_a_model_replica_under_load_loses_no_request(endpoint):
+    before = replica_stats()
+    assert len(before) == 2
+    codes, stop = [], threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            codes.append(requests.post(f"{endpoint}/v1/predict", json={"texts": TEXTS}, timeout=60).status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1)
+    victim = next(iter(before))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in replica_stats() and len(replica_stats()) == 2, seconds=90)
+    time.sleep(1)
+    stop.set()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(codes) > 20 and set(codes) == {200}, f"{len(codes)} requests, codes {set(codes)}"
