@@ -2,12 +2,12 @@
 
 ``create_api`` builds the FastAPI app around a *backend*, anything with
 ``async predict(texts, tasks) -> list[Prediction]`` and ``async healthy() -> bool``. Ray Serve
-plugs in a backend that calls the batched model replicas (``mtl.serve``); tests and a single-process
-server plug in ``PredictorBackend``, which calls a ``Predictor`` directly. Either way the answers
+plugs in a batched model, in the HTTP replica or behind a deployment handle (``mtl.serve``); tests
+and a single-process server plug in ``PredictorBackend``, which calls a ``Predictor`` directly. Either way the answers
 come from ``Predictor.predict``, the same code bulk labeling runs.
 
 Every bad request gets a 4xx with a JSON body ``{"error": "...", "detail": ...}`` that names the
-field at fault; an overloaded or restarting backend gets a 503 with ``Retry-After``.
+field at fault. (Overload is Serve's to answer: 503 with ``Retry-After`` once the queue is full.)
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime,
@@ -42,9 +42,12 @@ class ServiceSettings(BaseModel):
     max_chars: int = Field(2_000, ge=1, description="most characters in one text")
     max_body_bytes: int = Field(1_000_000, ge=1_000, description="largest request body; larger gets 413")
     max_batch_texts: int = Field(64, ge=1, description="most texts the model runs in one batch")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill; "
+                                        "under load the next batch fills while the current one runs")
     cache_size: int = Field(0, ge=0, description="answers of repeated texts kept (LRU); 0 turns the cache off")
-    retries: int = Field(2, ge=0, description="times a request is retried on another replica when one dies")
+    model_deployment: bool = Field(False, description="run the model in its own deployment behind the HTTP "
+                                   "replicas, which retry when a model replica dies (see mtl.serve)")
+    retries: int = Field(2, ge=0, description="with model_deployment: tries on another model replica")
     threads: int | None = Field(None, ge=1, description="torch threads per model replica (default: its num_cpus)")
 
     def model_post_init(self, _context) -> None:
@@ -56,10 +59,6 @@ class Backend(Protocol):
     async def predict(self, texts: list[str], tasks: list[str]) -> list[Prediction]: ...
 
     async def healthy(self) -> bool: ...
-
-
-class Overloaded(Exception):
-    """The model replicas cannot take more work now; the client should retry later (503)."""
 
 
 class PredictorBackend:
@@ -211,7 +210,6 @@ def create_api(backend: Backend, info: ModelInfo, settings: ServiceSettings) -> 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Overloaded, _overloaded)
 
     async def answer(texts: list[str], tasks: list[str]) -> list[Prediction]:
         key = tuple(tasks)
@@ -278,10 +276,6 @@ async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
     # FastAPI answers an undecodable body with a bare 400 "There was an error parsing the body"
     error = "body: cannot be decoded as UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)
     return _error(exc.status_code, error, headers=getattr(exc, "headers", None))
-
-
-async def _overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
-    return _error(503, f"overloaded: {exc}; retry later", headers={"Retry-After": "1"})
 
 
 class BodyLimit:

@@ -35,20 +35,24 @@ def free_port() -> int:
 
 
 def endpoint_config(model_dir, port: int) -> dict:
+    """Two applications: "mtl" with the model in a deployment of its own (two replicas, for the
+    kill test), and "tight", colocated, with queues of one (for the overload test)."""
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=port)
-    main = config["applications"][0]
-    main["args"].update(model=str(model_dir), max_texts=8, max_batch_texts=32, batch_wait_timeout_s=0.05)
-    endpoint, replica = main["deployments"]
-    endpoint.update(ray_actor_options={"num_cpus": 0.1})
-    replica.pop("autoscaling_config")
-    replica.update(num_replicas=2, ray_actor_options={"num_cpus": 0.5})
-    tight = copy.deepcopy(main)
+    tight = config["applications"][0]
     tight.update(name="tight", route_prefix="/tight")
-    tight["args"].update(batch_wait_timeout_s=1.0)  # every batch holds its replica for a second
-    tight["deployments"][1].update(num_replicas=1, max_ongoing_requests=1, max_queued_requests=1)
-    tight["deployments"][0]["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
-    config["applications"].append(tight)
+    tight["args"].update(model=str(model_dir), max_texts=8, max_batch_texts=32, batch_wait_timeout_s=1.0)
+    tight["deployments"][0].update(num_replicas=1, max_ongoing_requests=1, max_queued_requests=1,
+                                   ray_actor_options={"num_cpus": 0.25})
+    tight["deployments"][0].pop("autoscaling_config")
+    main = copy.deepcopy(tight)
+    main.update(name="mtl", route_prefix="/")
+    main["args"].update(model_deployment=True, batch_wait_timeout_s=0.05)
+    main["deployments"] = [
+        {"name": "Endpoint", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+        {"name": "ModelReplica", "num_replicas": 2, "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0.5}},
+    ]
+    config["applications"] = [main, tight]
     return config
 
 
@@ -122,6 +126,8 @@ def test_an_overloaded_endpoint_answers_503_at_once_and_never_500(endpoint):
     def ask(index: int) -> tuple[int, float]:
         started = time.perf_counter()
         answer = requests.post(f"{endpoint}/tight/v1/embed", json={"texts": [f"load {index}"]}, timeout=60)
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"] == "1"
         return answer.status_code, time.perf_counter() - started
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
@@ -132,8 +138,10 @@ def test_an_overloaded_endpoint_answers_503_at_once_and_never_500(endpoint):
 
 
 def test_killing_a_model_replica_under_load_loses_no_request(endpoint):
+    """With model_deployment, the HTTP replica retries on the other model replica while Serve
+    replaces the killed one: every request is answered 200."""
+    wait_until(lambda: len(replica_stats()) == 2, seconds=60)
     before = replica_stats()
-    assert len(before) == 2
     codes, stop = [], threading.Event()
 
     def load() -> None:
