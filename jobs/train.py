@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.table())
     print(f"metrics: {summary.metrics_file}")
     print(f"plots: {' '.join(str(path) for path in summary.plots)}")
+    for start, nodes in enumerate(summary.placements):
+        print(f"workers ({'start' if start == 0 else f'restart {start}'}): "
+              + ", ".join(f"rank {rank} on node {node}" for rank, node in enumerate(nodes)))
     print(f"best model: {summary.best_model}")
     return 0
 

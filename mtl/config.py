@@ -96,6 +96,8 @@ class TrainConfig(_Frozen):
     num_workers: int = Field(default=1, ge=1)
     use_gpu: bool | None = None
     cpus_per_worker: float = Field(default=1, gt=0)
+    # how Ray places the workers: PACK fills a node first, SPREAD puts them on different nodes
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_examples_per_task: int | None = Field(default=None, ge=1)
     seed: int = 42
     # task mixing: which task each batch comes from

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import torch
 from ray import serve
 from ray.exceptions import RayActorError
@@ -170,7 +171,16 @@ class Endpoint:
         self.backend = HandleBackend(model, self.settings.retries) if model else BatchedPredictor(self.settings)
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.backend, self.info, self.settings)
+        app = create_api(self.backend, self.info, self.settings)
+        node = ray.get_runtime_context().get_node_id()
+
+        @app.middleware("http")
+        async def served_by(request, call_next):  # which node answered: for operators and the cluster test
+            response = await call_next(request)
+            response.headers["X-Served-By"] = node
+            return response
+
+        return app
 
     def check_health(self) -> None:
         if isinstance(self.backend, BatchedPredictor):

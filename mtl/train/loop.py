@@ -24,13 +24,23 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from mtl.checkpoint import ModelBundle, build_model, load_model_folder, save_model_folder
+from mtl.checkpoint import (
+    ModelBundle,
+    build_model,
+    load_model_folder,
+    save_model_folder,
+)
 from mtl.config import Config
 from mtl.data.mixing import TaskBatches, TaskMixer
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
 from mtl.train.evaluate import evaluate
-from mtl.train.optim import FreezingPlan, build_optimizer, build_scheduler, parameter_groups
+from mtl.train.optim import (
+    FreezingPlan,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+)
 from mtl.train.weighting import LossWeighting
 
 # note: Ray Train routes worker prints through logging and also tees them to stdout, so plain
@@ -57,6 +67,7 @@ class TrainState:
     train_seconds: float = 0.0   # time in forward, backward and optimizer steps (not eval, not checkpoints)
     train_sentences: int = 0     # sentences trained on by this worker
     history: list = field(default_factory=list)
+    placements: list = field(default_factory=list)  # per (re)start: the Ray node id of each rank
     loss_sums: dict = field(default_factory=dict)
     loss_counts: dict = field(default_factory=dict)
 
@@ -113,6 +124,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         # note: each step runs one task's head, so the other heads get no gradient that step
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
+    state.placements.append(_worker_nodes(world_size))
     autocast = _autocast(settings.mixed_precision, device)
     progress = _Progress(rank=rank, world_size=world_size, total_steps=total_steps, every=settings.log_every_steps)
 
@@ -159,6 +171,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 module.train()
             if end_of_epoch or state.stopped_early:
                 break
+
+
+def _worker_nodes(world_size: int) -> list[str]:
+    """The Ray node id of every rank, so the job can report where its workers ran."""
+    node = ray.get_runtime_context().get_node_id()
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [node]
+    nodes: list[str | None] = [None] * world_size
+    torch.distributed.all_gather_object(nodes, node)
+    return nodes
 
 
 def _load_shard(task: str) -> list[dict]:

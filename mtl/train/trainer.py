@@ -22,7 +22,12 @@ from ray.train.torch import TorchTrainer
 from mtl.config import Config
 from mtl.train.loop import MODEL_DIR, STATE_FILE, train_loop_per_worker
 from mtl.train.prepare import prepare_data
-from mtl.train.report import metrics_table, plot_confusion_matrices, plot_learning_curves, write_metrics
+from mtl.train.report import (
+    metrics_table,
+    plot_confusion_matrices,
+    plot_learning_curves,
+    write_metrics,
+)
 
 RUN_NAME = "mtl-train"
 
@@ -37,6 +42,7 @@ class TrainingSummary:
     steps: int
     resumes: int
     sentences_per_second: float
+    placements: list[list[str]]   # the Ray node id of each rank, per (re)start of the workers
 
     def table(self) -> str:
         return metrics_table(self.best)
@@ -62,7 +68,8 @@ def build_trainer(config: Config) -> TorchTrainer:
         train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in prepared.specs],
                            "eval_rows": prepared.eval_rows},
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": settings.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+                                     resources_per_worker={"CPU": settings.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+                                     placement_strategy=settings.placement_strategy),
         run_config=RunConfig(
             name=RUN_NAME,
             storage_path=storage,
@@ -102,7 +109,9 @@ def export_run(output: Path, best_checkpoint, latest_checkpoint) -> TrainingSumm
     rate = state["train_sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
     metrics_file = write_metrics(output, {"best": best, "history": history, "steps": state["step"],
                                           "resumes": state["resumes"], "stopped_early": state["stopped_early"],
-                                          "sentences_per_second_per_worker": rate})
+                                          "sentences_per_second_per_worker": rate,
+                                          "placements": state["placements"]})
     plots = plot_learning_curves(output, history) + plot_confusion_matrices(output, best)
     return TrainingSummary(best_model=target, metrics_file=metrics_file, plots=plots, best=best, history=history,
-                           steps=state["step"], resumes=state["resumes"], sentences_per_second=rate)
+                           steps=state["step"], resumes=state["resumes"], sentences_per_second=rate,
+                           placements=state["placements"])

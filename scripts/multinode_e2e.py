@@ -1,0 +1,260 @@
+"""A real two-node Ray cluster on one machine, and the project's jobs run against it end to end.
+
+    python scripts/multinode_e2e.py [--keep-logs DIR]
+
+Starts a head node and a second node with `ray start` (two separate node processes on 127.0.0.1,
+each with its own CPU budget, token authentication on), then:
+
+1. `ray job submit` of training with two workers spread over the nodes; checks from the job's own
+   report that the ranks ran on different nodes;
+2. `ray job submit` of labeling on the demo corpus; checks the output row count;
+3. `serve deploy` of serve_config.yaml with a replica on each node; gets an answer from each;
+4. training again, killing the second node after the first checkpoint; checks that the job
+   still succeeds, restarted on the head node.
+
+The nodes are stopped whatever happens (their process groups are killed; `ray stop` is not used,
+since it would stop every Ray on the machine). Prints how long each step took; exits non-zero
+when a step fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FAST_TRAINING = ["--set", "train.max_examples_per_task=48", "--set", "train.batch_size=8",
+                 "--set", "train.num_workers=2", "--set", "train.placement_strategy=SPREAD",
+                 "--set", "train.cpus_per_worker=1", "--set", "model.max_length=32"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalCluster:
+    """Two Ray nodes on loopback, each a `ray start --block` process in its own process group."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    "RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard_port}", "HF_HUB_OFFLINE": "1",
+                    "RAY_USAGE_STATS_ENABLED": "0",
+                    # one proxy for both nodes (they share 127.0.0.1 and so the port): let it route
+                    # to the other node's replica too, instead of preferring its own node's
+                    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+        self.nodes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        common = ["--block", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000", "--disable-usage-stats"]
+        # Ray refuses a second node unless told this is a cluster. Each node gets its own temp dir,
+        # as on separate machines: sharing one, the second node's runtime-env agent removes the
+        # unpacked working dir that the head's jobs run in.
+        cluster = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        self._start_node("head", cluster, [
+            "--head", f"--port={self.gcs_port}", "--num-cpus=3", f"--temp-dir={self.work / 'ray-head'}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", *common])
+        self._wait(lambda: self.run(["ray", "job", "list"], check=False).returncode == 0, "the head's jobs API")
+        # Ray rewrites a joining address of 127.0.0.1 to the machine's routable one; 127.0.0.2 is
+        # loopback too and left alone
+        self._start_node("worker", cluster, [
+            f"--address=127.0.0.2:{self.gcs_port}", "--num-cpus=2", f"--temp-dir={self.work / 'ray-worker'}", *common])
+        self._wait(lambda: len(self.alive_nodes()) == 2, "the second node")
+
+    def _start_node(self, name: str, env: dict, arguments: list[str]) -> None:
+        log = open(self.work / f"{name}.log", "w")
+        self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments], env={**self.env, **env}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive_nodes(self) -> list[str]:
+        status = self.run(["ray", "status", f"--address=127.0.0.1:{self.gcs_port}"], check=False).stdout
+        active = status.split("Active:")[1].split("Pending:")[0] if "Active:" in status else ""
+        return re.findall(r"node_([0-9a-f]+)", active)
+
+    def kill_node(self, name: str) -> None:
+        process = self.nodes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in list(self.nodes):
+            try:
+                self.kill_node(name)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+
+    def run(self, command: list[str], check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        done = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:4])}... failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done
+
+    def submit(self, entrypoint: list[str]) -> str:
+        """`ray job submit --no-wait`; returns the submission id."""
+        output = self.run(["ray", "job", "submit", "--no-wait", "--working-dir", ".", "--", *entrypoint]).stdout
+        return re.search(r"raysubmit_\w+", output).group(0)
+
+    def wait_for_job(self, job: str, timeout: float = 900) -> str:
+        """Wait until the job ends; return its logs, or raise with them when it did not succeed."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            done = self.run(["ray", "job", "status", job], check=False)
+            status = (done.stdout + done.stderr).lower()  # e.g. "Job 'raysubmit_...' succeeded"
+            for final in ("succeeded", "failed", "stopped"):
+                if f"' {final}" in status:
+                    logs = self._logs(job)
+                    if final != "succeeded":
+                        raise RuntimeError(f"job {job} {final}:\n{logs[-4000:]}")
+                    return logs
+            time.sleep(2)
+        logs = self._logs(job)
+        raise RuntimeError(f"job {job} did not finish within {timeout}s:\n{logs[-4000:]}")
+
+    def _logs(self, job: str) -> str:
+        done = self.run(["ray", "job", "logs", job], check=False)
+        return done.stdout + done.stderr
+
+    @staticmethod
+    def _wait(condition, what: str, seconds: float = 120) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if condition():
+                return
+            time.sleep(1)
+        raise RuntimeError(f"{what} did not come up within {seconds}s")
+
+
+def placements(logs: str) -> list[list[str]]:
+    """The per-(re)start worker placement that jobs.train prints: node id by rank."""
+    return [re.findall(r"rank \d+ on node (\w+)", line) for line in logs.splitlines() if line.startswith("workers (")]
+
+
+def train_on_two_nodes(cluster: LocalCluster, output: Path) -> str:
+    logs = cluster.wait_for_job(cluster.submit(
+        ["python", "-m", "jobs.train", "--config", "jobs/configs/demo.yaml", "--set", "train.epochs=1",
+         "--set", f"output={output}", *FAST_TRAINING]))
+    [first] = placements(logs)
+    assert len(first) == 2 and first[0] != first[1], f"workers not on two nodes: {first}"
+    assert (output / "best" / "mtl.json").exists()
+    return f"ranks on nodes {first[0][:8]} and {first[1][:8]}"
+
+
+def label_on_the_cluster(cluster: LocalCluster, model: Path, output: Path) -> str:
+    import pyarrow.dataset as pads
+
+    corpus = REPO / "data" / "demo" / "corpus.txt"
+    cluster.wait_for_job(cluster.submit(["python", "-m", "jobs.label", "--model", str(model), "--input", str(corpus),
+                                         "--output", str(output), "--actors", "1,2"]))
+    rows = pads.dataset(str(output), format="parquet").count_rows()
+    lines = len(corpus.read_text().splitlines())
+    assert rows == lines, f"{rows} output rows for {lines} input lines"
+    return f"{rows} rows"
+
+
+def serve_from_each_node(cluster: LocalCluster, model: Path, work: Path) -> str:
+    import requests
+    import yaml
+
+    port = free_port()
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["proxy_location"] = "HeadOnly"  # both nodes share 127.0.0.1: one proxy can have the port
+    config["http_options"]["port"] = port
+    application = config["applications"][0]
+    application["args"]["model"] = str(model)
+    deployment = application["deployments"][0]
+    deployment.pop("autoscaling_config")
+    deployment.update(num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.5})
+    (work / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    cluster.run(["serve", "deploy", "--address", cluster.env["RAY_ADDRESS"], str(work / "serve_config.yaml")])
+    seen, deadline = set(), time.time() + 180
+    while len(seen) < 2 and time.time() < deadline:
+        try:
+            answer = requests.post(f"http://127.0.0.1:{port}/v1/predict", json={"texts": ["Sam flew to Lima."]}, timeout=10)
+            if answer.status_code == 200:
+                seen.add(answer.headers["X-Served-By"])
+        except requests.RequestException:
+            time.sleep(1)
+    cluster.run(["serve", "shutdown", "-y", "--address", cluster.env["RAY_ADDRESS"]])
+    assert len(seen) == 2, f"answers came from {len(seen)} node(s)"
+    return "answers from nodes " + " and ".join(sorted(node[:8] for node in seen))
+
+
+def survive_losing_a_node(cluster: LocalCluster, output: Path) -> str:
+    job = cluster.submit(["python", "-m", "jobs.train", "--config", "jobs/configs/demo.yaml", "--set", "train.epochs=4",
+                          "--set", "train.max_failures=3", "--set", f"output={output}", *FAST_TRAINING])
+    snapshot = output / "ray" / "mtl-train" / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 600
+    while not snapshot.exists():
+        if time.time() > deadline:
+            raise RuntimeError("no checkpoint before the node was to be stopped")
+        time.sleep(0.5)
+    cluster.kill_node("worker")
+    logs = cluster.wait_for_job(job)
+    runs = placements(logs)
+    assert len(runs) >= 2, f"the workers never restarted: {runs}"
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["resumes"] >= 1 and [entry["epoch"] for entry in metrics["history"]][-1] == 4
+    return f"restarted {len(runs) - 1}x, then on nodes {', '.join(node[:8] for node in runs[-1])}"
+
+
+@contextmanager
+def timed(name: str, times: dict):
+    started = time.perf_counter()
+    print(f"== {name} ...", flush=True)
+    yield
+    times[name] = time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-logs", type=Path, help="copy the node logs here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mtl-multinode-"))
+    cluster, times, results = LocalCluster(work), {}, {}
+    try:
+        with timed("start two nodes", times):
+            cluster.start()
+        with timed("1. train, two workers on two nodes", times):
+            results["train"] = train_on_two_nodes(cluster, work / "train")
+        with timed("2. label the demo corpus", times):
+            results["label"] = label_on_the_cluster(cluster, work / "train" / "best", work / "labels")
+        with timed("3. serve deploy, a replica per node", times):
+            results["serve"] = serve_from_each_node(cluster, work / "train" / "best", work)
+        with timed("4. train, second node stopped mid-run", times):
+            results["fault"] = survive_losing_a_node(cluster, work / "fault")
+    except Exception as error:  # report and tear down; the exit code says it failed
+        print(f"FAILED: {error}", file=sys.stderr)
+        return 1
+    finally:
+        with timed("tear down", times):
+            cluster.stop()
+        if args.keep_logs:
+            shutil.copytree(work, args.keep_logs, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(
+                "sockets", "runtime_resources", "*.parquet", "*.safetensors", "*.pkl"))
+        shutil.rmtree(work, ignore_errors=True)
+        for step, seconds in times.items():
+            print(f"{step:<42} {seconds:7.1f}s")
+    for step, result in results.items():
+        print(f"ok {step}: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The two-node cluster run of scripts/multinode_e2e.py: train, label, serve, and lose a node."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def ray_node_processes() -> int:
+    """raylet and gcs_server processes on this machine (the session's own Ray included)."""
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return sum(1 for line in listing.splitlines() if "/raylet/raylet " in line or "/gcs/gcs_server " in line)
+
+
+def test_jobs_run_end_to_end_on_a_two_node_cluster_and_survive_losing_a_node():
+    before = ray_node_processes()
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "multinode_e2e.py")], cwd=REPO,
+                          capture_output=True, text=True, timeout=1500)
+    print(done.stdout[-3000:], done.stderr[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in ("train", "label", "serve", "fault"):
+        assert f"ok {step}:" in done.stdout
+    assert "tear down" in done.stdout
+    assert ray_node_processes() == before, "the script left Ray node processes behind"
