@@ -89,12 +89,13 @@ def tiny_model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs) -> Path:
 def ray_local():
     """One local Ray for the whole session, on loopback, shut down at the end.
 
+    ``address="local"``: never join a cluster that `ray start` left on this machine.
     Its object store is deliberately small (100 MiB), so that streaming tests show that a corpus
     larger than the store flows through instead of piling up in it.
     """
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     yield ray
     ray.shutdown()
