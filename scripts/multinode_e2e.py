@@ -108,8 +108,15 @@ class LocalCluster:
 
     def submit(self, entrypoint: list[str]) -> str:
         """`ray job submit --no-wait`; returns the submission id."""
-        output = self.run(["ray", "job", "submit", "--no-wait", "--working-dir", ".", "--", *entrypoint]).stdout
-        return re.search(r"raysubmit_\w+", output).group(0)
+        command = ["ray", "job", "submit", "--no-wait", "--working-dir", ".", "--", *entrypoint]
+        deadline = time.time() + 120
+        while True:  # a freshly started head answers "No available agent ... try again later" for a while
+            done = self.run(command, check=False)
+            if done.returncode == 0:
+                return re.search(r"raysubmit_\w+", done.stdout).group(0)
+            if "try again later" not in done.stdout + done.stderr or time.time() > deadline:
+                raise RuntimeError(f"ray job submit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            time.sleep(2)
 
     def wait_for_job(self, job: str, timeout: float = 900) -> str:
         """Wait until the job ends; return its logs, or raise with them when it did not succeed."""
