@@ -79,8 +79,12 @@ class LocalCluster:
         self._wait(lambda: len(self.alive_nodes()) == 2, "the second node")
 
     def _start_node(self, name: str, env: dict, arguments: list[str]) -> None:
+        # agent ports of their own: Ray's fixed defaults (52365, ...) may be taken by another Ray on
+        # the machine, and a head without its job agent answers "No available agent to submit job"
+        ports = [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                        "runtime-env-agent-port", "metrics-export-port")]
         log = open(self.work / f"{name}.log", "w")
-        self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments], env={**self.env, **env}, stdout=log,
+        self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments, *ports], env={**self.env, **env}, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive_nodes(self) -> list[str]:
