@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ray
@@ -20,7 +20,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mtl.config import Config
-from mtl.train.loop import MODEL_DIR, STATE_FILE, train_loop_per_worker
+from mtl.train.loop import MODEL_DIR, STATE_FILE, TrainState, train_loop_per_worker
 from mtl.train.prepare import prepare_data
 from mtl.train.report import (
     metrics_table,
@@ -96,7 +96,8 @@ def export_run(output: Path, best_checkpoint, latest_checkpoint) -> TrainingSumm
     """Copy the best model folder to ``<output>/best`` (whole or not at all) and write the reports."""
     output.mkdir(parents=True, exist_ok=True)
     with latest_checkpoint.as_directory() as folder:
-        state = json.loads((Path(folder) / STATE_FILE).read_text())["state"]
+        # through TrainState, so a checkpoint written before a field existed gets its default
+        state = asdict(TrainState(**json.loads((Path(folder) / STATE_FILE).read_text())["state"]))
     history = state["history"]
     target, staging = output / "best", output / "best.partial"
     shutil.rmtree(staging, ignore_errors=True)
