@@ -102,7 +102,7 @@ class LocalCluster:
             try:
                 self.kill_node(name)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+                pass  # already gone, or killed and slow to be reaped: nothing left to stop
 
     def run(self, command: list[str], check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         done = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
