@@ -54,8 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=20_000)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--actors", type=int, default=max(1, (os.cpu_count() or 1) - 1),
-                        help="labeler actors, one CPU each (a CPU stays free for reading, listing and writing)")
+    parser.add_argument("--actors", type=int, help="labeler actors (default: the job's own, one per core)")
+    parser.add_argument("--threads-per-actor", type=int, help="torch threads per actor (default: the job's own)")
     args = parser.parse_args()
     texts = real_sentences(args.sentences)
     cores = os.cpu_count() or 1
@@ -76,7 +76,7 @@ def main() -> None:
         ray.init(ignore_reinit_error=True)
         options = LabelOptions(model=str(model_dir), input=str(Path(work) / "corpus.parquet"),
                                output=str(Path(work) / "out"), min_actors=args.actors, max_actors=args.actors,
-                               cpus_per_actor=1)
+                               threads_per_actor=args.threads_per_actor)
         summary = run_labeling(options)
         assert summary.rows == len(texts)
     job = summary.rows / summary.seconds

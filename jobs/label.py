@@ -12,6 +12,17 @@ import sys
 from mtl.errors import ModelFolderError
 
 
+def actor_range(value: str) -> tuple[int, int]:
+    """``N`` or ``MIN,MAX``, each at least 1."""
+    try:
+        sizes = [int(part) for part in value.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1 or sizes[0] > sizes[-1]:
+        raise argparse.ArgumentTypeError(f"expected N or MIN,MAX with 1 <= MIN <= MAX, got {value!r}")
+    return sizes[0], sizes[-1]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model folder written by jobs.train")
@@ -25,10 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", help="comma-separated tasks to run (default: all)")
     parser.add_argument("--no-embedding", dest="embedding", action="store_false", help="leave out the embedding")
     parser.add_argument("--embedding-dtype", choices=["float32", "float16"], default="float32")
-    parser.add_argument("--batch-size", type=int, default=2048,
+    parser.add_argument("--batch-size", type=int, default=1024,
                         help="rows per batch handed to an actor, sorted by length there to cut padding")
-    parser.add_argument("--actors", default="1", help="actor pool size: N, or MIN,MAX to autoscale")
-    parser.add_argument("--cpus-per-actor", type=float, default=1)
+    parser.add_argument("--actors", type=actor_range, default=(None, None),
+                        help="actor pool size: N, or MIN,MAX to autoscale "
+                             "(default: one per GPU, or one per CPU core on a CPU cluster)")
+    parser.add_argument("--cpus-per-actor", type=float,
+                        help="CPUs each actor reserves from Ray (default: 1 with GPUs; on CPUs, what is "
+                             "left of a node after Ray Data's listing, reading and writing, shared out)")
     parser.add_argument("--threads-per-actor", type=int,
                         help="torch threads per actor (default: a node's cores shared among its actors)")
     parser.add_argument("--max-length", type=int, help="token limit; longer texts are cut and flagged truncated")
@@ -43,13 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from mtl.label_pipeline import LabelOptions, run_labeling
 
-    sizes = [int(part) for part in args.actors.split(",")]
     options = LabelOptions(
         model=args.model, input=args.input, output=args.output, text_column=args.text_column,
         tokens_column=args.tokens_column, input_format=args.input_format,
         tasks=tuple(args.tasks.split(",")) if args.tasks else None, embedding=args.embedding,
-        embedding_dtype=args.embedding_dtype, batch_size=args.batch_size, min_actors=sizes[0],
-        max_actors=sizes[-1], cpus_per_actor=args.cpus_per_actor,
+        embedding_dtype=args.embedding_dtype, batch_size=args.batch_size, min_actors=args.actors[0],
+        max_actors=args.actors[1], cpus_per_actor=args.cpus_per_actor,
         threads_per_actor=args.threads_per_actor, max_length=args.max_length,
         rows_per_file=args.rows_per_file, overwrite=args.overwrite)
     ray.init(ignore_reinit_error=True)

@@ -1,6 +1,6 @@
 """Bulk labeling: turn Predictor answers into Arrow columns, and commit output folders atomically.
 
-The Ray Data pipeline itself lives in ``mtl.label_job``; this module knows nothing of Ray, so its
+The Ray Data pipeline itself lives in ``mtl.label_pipeline``; this module knows nothing of Ray, so its
 pieces are unit-tested on plain Arrow tables.
 
 Output columns, after every input column:

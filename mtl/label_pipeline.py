@@ -1,10 +1,12 @@
 """The Ray edge of bulk labeling: read a corpus with Ray Data, label it in an actor pool, write Parquet.
 
     read (Parquet | JSONL | CSV/TSV | text; file, folder or glob; local or any pyarrow URI)
+      -> repartition into blocks of one batch (rows, and fewer when rows are wide)
       -> map_batches(BatchLabeler, compute=ActorPoolStrategy(min, max))   the model loads once per actor
       -> write_parquet(<output>/_inprogress)  -> committed into <output>, then <output>/_SUCCESS
 
-Ray Data streams blocks through the pipeline, so memory stays bounded however large the corpus.
+Ray Data streams blocks through the pipeline, so memory stays bounded however large the corpus
+(tests/test_label_ray.py labels a corpus four times the object store and checks what was spilled).
 Files are written to a staging folder that readers skip (its name starts with ``_``) and moved into
 place only when the whole corpus is done; a job killed half-way and run again starts over from a
 clean staging folder, so the output is complete and free of duplicates.
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy
+from transformers import AutoConfig
 
 from mtl.checkpoint import read_model_description
 from mtl.label import BatchLabeler, commit_output, output_columns
@@ -34,6 +37,10 @@ STAGING = "_inprogress"
 # reading and writing Parquet is light next to the model: a quarter CPU each leaves the labeler
 # actors the cores without starving the readers that feed them
 IO_CPUS = 0.25
+# Ray Data's streaming repartition runs tasks that each ask for a whole CPU
+REPARTITION_CPUS = 1.0
+SAMPLE_BYTES = 1024**2
+SAMPLE_ROWS = 1000
 _FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
             ".txt": "text", ".text": "text"}
 
@@ -51,17 +58,17 @@ class LabelOptions:
     tasks: tuple[str, ...] | None = None
     embedding: bool = True
     embedding_dtype: str = "float32"
-    batch_size: int = 2048
-    predict_batch_size: int = 64
-    min_actors: int = 1
+    batch_size: int = 1024
+    predict_batch_size: int = 32
+    min_actors: int | None = None
     max_actors: int | None = None
-    cpus_per_actor: float = 1
+    cpus_per_actor: float | None = None
     threads_per_actor: int | None = None
     use_gpu: bool | None = None
     max_length: int | None = None
     rows_per_file: int = 200_000
     overwrite: bool = False
-    block_bytes: int = 16 * 1024**2
+    block_bytes: int = 8 * 1024**2
 
 
 @dataclass
@@ -155,19 +162,23 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
     files, filesystem = expand_input(options.input)
     fmt = input_format(files, options.input_format)
     started = time.perf_counter()
-    # small blocks keep many in flight within a modest object store (Ray's default is 128 MiB)
-    ray.data.DataContext.get_current().target_max_block_size = options.block_bytes
+    _configure_streaming(options)
     dataset = read_corpus(files, filesystem, fmt, options.text_column)
+    rows_per_batch = batch_rows(options, estimate_row_bytes(files[0], filesystem, fmt),
+                                embedding_bytes=_embedding_bytes(options))
     if fmt != "jsonl":
         _check_no_clash(dataset.schema().names, output_columns(specs, options.embedding))
-    labeled = dataset.map_batches(
+    plan = _cluster_plan(options)
+    # blocks of one batch each, so that every actor gets work however the input is split into files
+    labeled = dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
         BatchLabeler,
-        fn_constructor_kwargs=_labeler_arguments(options, fmt),
-        batch_size=options.batch_size,
+        fn_constructor_kwargs=_labeler_arguments(options, fmt, plan.threads),
+        batch_size=rows_per_batch,
         batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=options.min_actors, max_size=_max_actors(options)),
-        num_cpus=options.cpus_per_actor,
-        num_gpus=1 if _use_gpu(options) else 0,
+        compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors,
+                                  max_tasks_in_flight_per_actor=plan.tasks_in_flight),
+        num_cpus=plan.cpus,
+        num_gpus=plan.gpus,
     )
     labeled.write_parquet(str(staging.absolute()), max_rows_per_file=options.rows_per_file,
                           ray_remote_args={"num_cpus": IO_CPUS})
@@ -176,40 +187,95 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
     return LabelSummary(output=output, files=written, rows=rows, seconds=time.perf_counter() - started)
 
 
-def _labeler_arguments(options: LabelOptions, fmt: str) -> dict:
+def _configure_streaming(options: LabelOptions) -> None:
+    """Keep the data in flight within a modest object store, however large the corpus.
+
+    Small blocks let many be in flight at once (Ray's default store is 30% of memory; the tests use
+    100 MiB). Parquet goes through Ray Data's first reader: the newer one packs up to 128 MiB of
+    row groups into one read task whose output is not held back, and with the labeler as the slow
+    stage it spilled twice the corpus to disk (tests/test_label_ray.py::test_streams_a_corpus_larger_than_the_object_store).
+    """
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = options.block_bytes
+    context.use_datasource_v2 = False
+
+
+def estimate_row_bytes(path: str, filesystem: pafs.FileSystem, fmt: str) -> int:
+    """Bytes per input row in memory: from the first rows of a Parquet file (its footer gives sizes
+    after encoding, which for repetitive columns are far smaller), or the first MiB of a text file."""
+    if fmt == "parquet":
+        first = next(pq.ParquetFile(path, filesystem=filesystem).iter_batches(batch_size=SAMPLE_ROWS), None)
+        return max(1, first.nbytes // max(1, first.num_rows)) if first is not None else 1
+    with filesystem.open_input_stream(path) as stream:
+        head = stream.read(SAMPLE_BYTES)
+    return max(1, len(head) // max(1, head.count(b"\n")))
+
+
+def batch_rows(options: LabelOptions, row_bytes: int, *, embedding_bytes: int) -> int:
+    """Rows per actor batch: ``batch_size``, fewer when rows are wide enough to make a batch
+    bigger than a block (input columns are carried through, so a corpus of documents or images
+    beside the text would otherwise make batches of hundreds of MiB)."""
+    return max(1, min(options.batch_size, options.block_bytes // (row_bytes + embedding_bytes)))
+
+
+def _embedding_bytes(options: LabelOptions) -> int:
+    if not options.embedding:
+        return 0
+    hidden = AutoConfig.from_pretrained(options.model).hidden_size
+    return hidden * (4 if options.embedding_dtype == "float32" else 2)
+
+
+def _labeler_arguments(options: LabelOptions, fmt: str, threads: int | None) -> dict:
     return {"model": str(Path(options.model).absolute()), "text_column": None if options.tokens_column else options.text_column,
             "tokens_column": options.tokens_column, "tasks": list(options.tasks) if options.tasks else None,
             "embedding": options.embedding, "embedding_dtype": options.embedding_dtype,
             "batch_size": options.predict_batch_size, "max_length": options.max_length,
-            "threads": _threads_per_actor(options), "json_lines": fmt == "jsonl"}
+            "threads": threads, "json_lines": fmt == "jsonl"}
 
 
-def _threads_per_actor(options: LabelOptions) -> int:
-    """Torch threads per actor: by default a node's cores shared among the actors it holds.
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many labeler actors, what each reserves from Ray, and how many torch threads each runs."""
 
-    An actor reserves ``cpus_per_actor`` for Ray's scheduling, but the CPU kept back for listing,
-    reading and writing is idle most of the time, so torch uses it too (benchmarks/label_throughput.py
-    on 2 cores: 0.45x of an in-memory ``encode`` with 1 thread, 0.73-0.75x with both cores).
+    min_actors: int
+    max_actors: int
+    cpus: float
+    gpus: int
+    threads: int | None
+    tasks_in_flight: int | None
+
+
+def plan_actors(options: LabelOptions, node_cpus: list[float], cluster_gpus: float) -> ActorPlan:
+    """The actor pool for a cluster whose nodes have ``node_cpus`` cores and ``cluster_gpus`` GPUs.
+
+    On GPUs: an actor per GPU. On CPUs: an actor per core with one torch thread each, since a small
+    encoder's matrices split poorly over threads (benchmarks/label_throughput.py on 2 cores: two
+    one-thread actors beat one two-thread actor). Actors then reserve less than a whole CPU each,
+    which keeps room for the repartition (a CPU), a reader and a writer: without it the pipeline
+    stalls once the actors hold every CPU.
     """
-    if options.threads_per_actor:
-        return options.threads_per_actor
-    node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
-    actors_per_node = max(1, min(_max_actors(options), int(node_cpus // options.cpus_per_actor)))
-    return max(1, int(node_cpus // actors_per_node))
+    use_gpu = options.use_gpu if options.use_gpu is not None else cluster_gpus > 0
+    cores = int(max(node_cpus, default=1))
+    default_actors = int(cluster_gpus) if use_gpu else sum(int(cpus) for cpus in node_cpus)
+    max_actors = max(options.max_actors or default_actors, options.min_actors or 1, 1)
+    min_actors = options.min_actors or max_actors
+    actors_per_node = max(1, min(max_actors, cores))
+    if options.cpus_per_actor is not None:
+        cpus = options.cpus_per_actor
+    elif use_gpu:
+        cpus = 1.0
+    else:
+        cpus = min(1.0, max(0.0, (cores - REPARTITION_CPUS - 2 * IO_CPUS) / actors_per_node))
+    threads = options.threads_per_actor or (None if use_gpu else max(1, cores // actors_per_node))
+    # one batch at a time per actor lets a fast actor take the next batch instead of a slow one queueing
+    # it, which evens out the end of a job; an autoscaling pool needs queued batches to see demand
+    tasks_in_flight = 1 if min_actors == max_actors else None
+    return ActorPlan(min_actors, max_actors, round(cpus, 4), 1 if use_gpu else 0, threads, tasks_in_flight)
 
 
-def _use_gpu(options: LabelOptions) -> bool:
-    return options.use_gpu if options.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-
-
-def _max_actors(options: LabelOptions) -> int:
-    if options.max_actors:
-        return max(options.max_actors, options.min_actors)
-    if _use_gpu(options):
-        return max(options.min_actors, int(ray.cluster_resources().get("GPU", 1)))
-    # leave room for Ray Data's file listing (1 CPU, at start-up) and for a reader and a writer
-    spare = ray.cluster_resources().get("CPU", 1) - 1 - 2 * IO_CPUS
-    return max(options.min_actors, int(spare // options.cpus_per_actor))
+def _cluster_plan(options: LabelOptions) -> ActorPlan:
+    node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+    return plan_actors(options, node_cpus, ray.cluster_resources().get("GPU", 0))
 
 
 def _clear(output: Path) -> None:

@@ -4,11 +4,20 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet
 import pytest
 
 from mtl.checkpoint import save_model_folder
 from mtl.label import BatchLabeler, commit_output, output_columns
-from mtl.label_pipeline import expand_input, input_format
+from mtl.label_pipeline import (
+    LabelOptions,
+    batch_rows,
+    estimate_row_bytes,
+    expand_input,
+    input_format,
+    plan_actors,
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +125,40 @@ def test_commit_moves_files_once_and_finishes_an_interrupted_commit(tmp_path):
     committed = commit_output(staging, output)
     assert sorted(path.name for path in committed) == ["p1.parquet", "p2.parquet"]
     assert sorted(path.name for path in output.iterdir()) == ["_SUCCESS", "p1.parquet", "p2.parquet"]
+
+
+def options(**overrides) -> LabelOptions:
+    return LabelOptions(model="m", input="i", output="o", **overrides)
+
+
+def test_cpu_cluster_gets_a_one_thread_actor_per_core_with_room_left_for_io():
+    plan = plan_actors(options(), node_cpus=[2.0], cluster_gpus=0)
+    assert (plan.min_actors, plan.max_actors, plan.threads, plan.gpus) == (2, 2, 1, 0)
+    assert plan.cpus * 2 + 1 + 2 * 0.25 <= 2.0  # two actors, the repartition, a reader and a writer fit
+    assert plan.tasks_in_flight == 1
+    big = plan_actors(options(), node_cpus=[16.0, 16.0], cluster_gpus=0)
+    assert (big.max_actors, big.threads) == (32, 1) and 0 < big.cpus <= 1
+
+
+def test_fewer_actors_than_cores_share_the_cores_out_as_threads():
+    plan = plan_actors(options(max_actors=2), node_cpus=[8.0], cluster_gpus=0)
+    assert (plan.max_actors, plan.threads, plan.cpus) == (2, 4, 1.0)
+
+
+def test_gpu_cluster_gets_an_actor_per_gpu_and_autoscaling_keeps_queued_batches():
+    plan = plan_actors(options(), node_cpus=[8.0, 8.0], cluster_gpus=4)
+    assert (plan.max_actors, plan.gpus, plan.cpus, plan.threads) == (4, 1, 1.0, None)
+    scaling = plan_actors(options(min_actors=1, max_actors=4), node_cpus=[8.0], cluster_gpus=4)
+    assert (scaling.min_actors, scaling.max_actors, scaling.tasks_in_flight) == (1, 4, None)
+    pinned = plan_actors(options(cpus_per_actor=3, threads_per_actor=2, use_gpu=False), [8.0], 4)
+    assert (pinned.cpus, pinned.threads, pinned.gpus) == (3, 2, 0)
+
+
+def test_wide_rows_make_smaller_batches(tmp_path):
+    assert batch_rows(options(), row_bytes=100, embedding_bytes=1536) == 1024
+    assert batch_rows(options(), row_bytes=60_000, embedding_bytes=1536) == 8 * 1024**2 // 61_536
+    assert batch_rows(options(block_bytes=10), row_bytes=60_000, embedding_bytes=0) == 1
+    pa.parquet.write_table(pa.table({"text": ["x" * 1000] * 50}), tmp_path / "wide.parquet")
+    assert 1000 <= estimate_row_bytes(str(tmp_path / "wide.parquet"), pa.fs.LocalFileSystem(), "parquet") < 1100
+    (tmp_path / "lines.txt").write_text("abcdefghi\n" * 1000)
+    assert estimate_row_bytes(str(tmp_path / "lines.txt"), pa.fs.LocalFileSystem(), "text") == 10
