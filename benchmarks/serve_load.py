@@ -4,7 +4,7 @@
 
 Each server runs alone, in its own process, on 127.0.0.1: first the baseline (FastAPI, one
 ``SentenceTransformer.encode`` per request, no batching, on every core), then the endpoint
-(`serve run` of serve_config.yaml, rewritten to this model and port, one replica with every core,
+(`serve run` of serve_config.yaml, rewritten to this model and port, a one-thread replica per core,
 in Ray Serve's documented high-throughput mode, RAY_SERVE_THROUGHPUT_OPTIMIZED=1). A separate load process sends
 a bounded number of ``/embed`` requests of real sentences at each concurrency and reports
 requests/s, sentences/s and p50/p95/p99 latency.
@@ -128,18 +128,20 @@ def server(command: list[str], url: str, environment: dict | None = None):
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def endpoint_config(model: Path, port: int, folder: Path, model_deployment: bool = False) -> Path:
+def endpoint_config(model: Path, port: int, folder: Path, model_deployment: bool = False,
+                    replicas: int = 1) -> Path:
     import yaml
 
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     application = config["applications"][0]
-    # every text is new (no cache), and one replica uses every core: on a small machine a second
-    # replica would only split the same cores
-    application["args"].update(model=str(model), cache_size=0, threads=os.cpu_count())
+    # every text is new (no cache), and the replicas share the cores out as torch threads
+    cores = os.cpu_count() or 1
+    application["args"].update(model=str(model), cache_size=0, threads=max(1, cores // replicas))
     deployment = application["deployments"][0]
     deployment.pop("autoscaling_config")
-    deployment["num_replicas"] = 1
+    deployment["num_replicas"] = replicas
+    deployment["ray_actor_options"] = {"num_cpus": min(1.0, cores / replicas)}
     if model_deployment:
         application["args"]["model_deployment"] = True
         deployment["ray_actor_options"] = {"num_cpus": 0.25}
@@ -172,6 +174,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--model-deployment", action="store_true",
                         help="measure the layout with the model in a deployment of its own")
+    parser.add_argument("--replicas", type=int, default=os.cpu_count() or 1,
+                        help="endpoint replicas, sharing the cores out as torch threads (default: one per core)")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -186,7 +190,7 @@ def main() -> None:
         model = Path(args.model) if args.model else fresh_model(Path(work) / "model")
         with server([sys.executable, __file__, "--baseline-server", str(args.port)], url):
             baseline = run_load(url, args)
-        config = endpoint_config(model.absolute(), args.port, Path(work), args.model_deployment)
+        config = endpoint_config(model.absolute(), args.port, Path(work), args.model_deployment, args.replicas)
         with server([str(Path(sys.executable).parent / "serve"), "run", str(config)], url,
                     {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}):
             endpoint = run_load(url, args)
