@@ -37,13 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-embedding", dest="embedding", action="store_false", help="leave out the embedding")
     parser.add_argument("--embedding-dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument("--batch-size", type=int, default=1024,
-                        help="rows per batch handed to an actor, sorted by length there to cut padding")
+                        help="rows per batch handed to an actor, sorted by length there to cut padding "
+                             "(fewer when rows are wide, so that a batch fits in an 8 MiB block)")
     parser.add_argument("--actors", type=actor_range, default=(None, None),
                         help="actor pool size: N, or MIN,MAX to autoscale "
                              "(default: one per GPU, or one per CPU core on a CPU cluster)")
     parser.add_argument("--cpus-per-actor", type=float,
                         help="CPUs each actor reserves from Ray (default: 1 with GPUs; on CPUs, what is "
-                             "left of a node after Ray Data's listing, reading and writing, shared out)")
+                             "left of a node after Ray Data's repartition, reading and writing, shared out)")
     parser.add_argument("--threads-per-actor", type=int,
                         help="torch threads per actor (default: a node's cores shared among its actors)")
     parser.add_argument("--max-length", type=int, help="token limit; longer texts are cut and flagged truncated")
