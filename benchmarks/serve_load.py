@@ -140,12 +140,17 @@ def endpoint_config(model: Path, port: int, folder: Path, model_deployment: bool
     application["args"].update(model=str(model), cache_size=0, threads=max(1, cores // replicas))
     deployment = application["deployments"][0]
     deployment.pop("autoscaling_config")
-    deployment["num_replicas"] = replicas
-    deployment["ray_actor_options"] = {"num_cpus": min(1.0, cores / replicas)}
+    # the replicas that hold the model: the endpoint itself, or with model_deployment the
+    # ModelReplica deployment behind one light HTTP replica, which keeps a quarter CPU for itself
+    http_cpus = 0.25 if model_deployment else 0.0
+    model_replicas = {"num_replicas": replicas,
+                      "ray_actor_options": {"num_cpus": min(1.0, (cores - http_cpus) / replicas)}}
     if model_deployment:
         application["args"]["model_deployment"] = True
-        deployment["ray_actor_options"] = {"num_cpus": 0.25}
-        application["deployments"].append({"name": "ModelReplica", "num_replicas": 1})
+        deployment.update(num_replicas=1, ray_actor_options={"num_cpus": http_cpus})
+        application["deployments"].append({"name": "ModelReplica", **model_replicas})
+    else:
+        deployment.update(model_replicas)
     path = folder / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
