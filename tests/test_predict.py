@@ -96,3 +96,44 @@ def test_to_dict_is_json_ready(predictor):
     data = predictor.predict(["Bob"])[0].to_dict()
     assert json.loads(json.dumps(data))["labels"]["sentiment"]["label"] in {"negative", "positive"}
     assert isinstance(data["embedding"], list) and len(data["embedding"]) == 32
+
+
+def _linear_count(model: torch.nn.Module) -> int:
+    return sum(type(module) is torch.nn.Linear for module in model.modules())
+
+
+def test_packed_linear_layers_give_the_same_answers(tiny_bundle):
+    from mtl.model.cpu_inference import PackedLinear, pack_linear_layers
+
+    texts = ["Alice flew to Paris.", "ok", "Dana Lee works at Hooli in Seoul"]
+    plain = Predictor(tiny_bundle, device="cpu").predict(texts)
+    linears = _linear_count(tiny_bundle.model)
+    assert pack_linear_layers(tiny_bundle.model) == linears > 0
+    assert _linear_count(tiny_bundle.model) == 0
+    assert sum(isinstance(module, PackedLinear) for module in tiny_bundle.model.modules()) == linears
+    packed = Predictor(tiny_bundle, device="cpu").predict(texts)
+    for before, after in zip(plain, packed):
+        np.testing.assert_allclose(after.embedding, before.embedding, atol=1e-5)
+        for task, label in before.labels.items():
+            assert after.labels[task].label == label.label
+            assert after.labels[task].score == pytest.approx(label.score, abs=1e-5)
+        assert [(e.start, e.end, e.label) for e in after.entities["ner"]] == \
+            [(e.start, e.end, e.label) for e in before.entities["ner"]]
+
+
+def test_a_predictor_from_a_folder_packs_on_cpu_unless_told_not_to(tiny_model_dir):
+    assert _linear_count(Predictor.from_folder(tiny_model_dir, device="cpu").model) == 0
+    assert _linear_count(Predictor.from_folder(tiny_model_dir, device="cpu", pack_for_cpu=False).model) > 0
+
+
+def test_packing_leaves_the_model_alone_where_onednn_cannot_run(tiny_bundle, monkeypatch):
+    from mtl.model.cpu_inference import pack_linear_layers
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    linears = _linear_count(tiny_bundle.model)
+    assert pack_linear_layers(tiny_bundle.model) == 0
+    assert _linear_count(tiny_bundle.model) == linears
+    tiny_bundle.model.to(torch.float64)
+    monkeypatch.undo()
+    assert pack_linear_layers(tiny_bundle.model) == 0, "only float32 layers are packed"
+
