@@ -59,7 +59,7 @@ class Prediction:
 
 
 class Predictor:
-    """Loads a model folder once and answers batches; sorts each batch by length to cut padding."""
+    """Loads a model folder once and answers batches; sorts each batch by token count to cut padding."""
 
     def __init__(self, bundle: ModelBundle, *, device: str | torch.device | None = None,
                  batch_size: int = 32, max_chars: int = DEFAULT_MAX_CHARS):
@@ -110,12 +110,17 @@ class Predictor:
                 results[index] = Prediction(error=error)
             else:
                 valid.append(index)
-        valid.sort(key=lambda index: len(items[index]))  # similar lengths together: less padding
-        for start in range(0, len(valid), self.batch_size):
-            chunk = valid[start:start + self.batch_size]
-            answers = self._predict_batch([items[index] for index in chunk], words is not None, tasks, embeddings)
-            for index, answer in zip(chunk, answers):
-                results[index] = answer
+        pre_split = words is not None
+        valid_items = [items[index] for index in valid]
+        features = self.featurizer.featurize(words=valid_items) if pre_split else self.featurizer.featurize(texts=valid_items)
+        order = sorted(range(len(valid)), key=lambda position: len(features[position]))  # less padding
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            answers = self._predict_batch([valid_items[position] for position in chunk],
+                                          self.featurizer.pad([features[position] for position in chunk]),
+                                          pre_split, tasks, embeddings)
+            for position, answer in zip(chunk, answers):
+                results[valid[position]] = answer
         return results
 
     def _check_text(self, text) -> str | None:
@@ -141,8 +146,8 @@ class Predictor:
         return None
 
     @torch.inference_mode()
-    def _predict_batch(self, items: list, pre_split: bool, tasks: list[str], embeddings: bool) -> list[Prediction]:
-        encoded = self.featurizer.encode(words=items) if pre_split else self.featurizer.encode(texts=items)
+    def _predict_batch(self, items: list, encoded: Encoded, pre_split: bool, tasks: list[str],
+                       embeddings: bool) -> list[Prediction]:
         inputs = {name: tensor.to(self.device) for name, tensor in encoded.inputs.items()}
         output = self.model(**inputs, tasks=tasks)
         vectors = output.embeddings.float().cpu().numpy() if embeddings else None

@@ -137,3 +137,15 @@ def test_packing_leaves_the_model_alone_where_onednn_cannot_run(tiny_bundle, mon
     monkeypatch.undo()
     assert pack_linear_layers(tiny_bundle.model) == 0, "only float32 layers are packed"
 
+
+def test_items_are_batched_by_token_count_not_characters(tiny_bundle):
+    # digits split into many subwords: by characters the first two would share a batch
+    texts = ["9 8 7 6 5 4 3 2 1 0", "an ordinary sentence", "words", "1 2 3 4 5 6 7 8 9"]
+    predictor = Predictor(tiny_bundle, device="cpu", batch_size=2)
+    shapes = []
+    forward = predictor.model.forward
+    predictor.model.forward = lambda **inputs: shapes.append(tuple(inputs["input_ids"].shape)) or forward(**inputs)
+    predictor.predict(texts)
+    lengths = sorted(len(item) for item in tiny_bundle.featurizer.featurize(texts=texts))
+    assert shapes == [(2, lengths[1]), (2, lengths[3])]
+    assert lengths[1] < lengths[3], "the texts no longer tell token order from character order"

@@ -34,6 +34,19 @@ class Encoded:
     truncated: list[bool]
 
 
+@dataclass
+class ItemFeatures:
+    """One item tokenized for inference, before padding: what ``Encoded`` holds for one row."""
+
+    inputs: dict[str, list[int]]
+    word_ids: list[int | None]
+    offsets: list[tuple[int, int]]
+    truncated: bool
+
+    def __len__(self) -> int:
+        return len(self.inputs["input_ids"])
+
+
 class Featurizer:
     """Tokenizes with one tokenizer and one ``max_length``, the pair saved in the model folder."""
 
@@ -57,16 +70,28 @@ class Featurizer:
             return_offsets_mapping=True,
         )
 
+    def featurize(self, texts: list[str] | None = None, words: list[list[str]] | None = None) -> list[ItemFeatures]:
+        """Tokenize a batch for inference, each item unpadded, so that items can be grouped by
+        token count before padding (grouping by characters pads far more: numbers and names split
+        into many subwords)."""
+        if not (texts if words is None else words):
+            return []
+        batch = self.tokenize(texts, words)
+        return [
+            ItemFeatures(inputs={name: batch[name][index] for name in self.input_names},
+                         word_ids=batch.word_ids(index), offsets=list(map(tuple, batch["offset_mapping"][index])),
+                         truncated=bool(encoding.overflowing))
+            for index, encoding in enumerate(batch.encodings)
+        ]
+
+    def pad(self, items: list[ItemFeatures]) -> Encoded:
+        """Items from ``featurize`` as one padded batch."""
+        return Encoded(inputs=self.collate([item.inputs for item in items]), word_ids=[item.word_ids for item in items],
+                       offsets=[item.offsets for item in items], truncated=[item.truncated for item in items])
+
     def encode(self, texts: list[str] | None = None, words: list[list[str]] | None = None) -> Encoded:
         """Tokenize and pad a batch for inference."""
-        batch = self.tokenize(texts, words)
-        rows = [{name: batch[name][index] for name in self.input_names} for index in range(len(batch["input_ids"]))]
-        return Encoded(
-            inputs=self.collate(rows),
-            word_ids=[batch.word_ids(index) for index in range(len(rows))],
-            offsets=[list(map(tuple, offsets)) for offsets in batch["offset_mapping"]],
-            truncated=[bool(encoding.overflowing) for encoding in batch.encodings],
-        )
+        return self.pad(self.featurize(texts, words))
 
     def classification_features(self, rows: list[dict], spec: TaskSpec) -> list[dict]:
         """Rows ``{"text", "label"}`` -> ``{input ids..., "labels": int}``; unknown labels name their origin."""
