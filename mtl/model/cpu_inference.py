@@ -3,7 +3,8 @@
 PyTorch runs a float32 ``nn.Linear`` on CPU through MKL's GEMM. For the shapes of a small encoder
 (a few hundred tokens by 384 or 1,536 features) oneDNN's kernel with the weight reordered once into
 its blocked layout is faster: 13% more sentences/s for all-MiniLM-L6-v2 at one thread on the
-2-core AMD EPYC we benchmark on (benchmarks/label_throughput.py), with embeddings within 1e-6.
+2-core AMD EPYC we benchmark on (one labeler timed alone on 4,096 of the sentences of
+benchmarks/label_throughput.py), with embeddings within 1e-6.
 This is what Intel's extension for PyTorch does at ``ipex.optimize``; PyTorch's own compiler uses
 the same op (``torch.ops.mkldnn._linear_pointwise``) when it freezes a model for CPU.
 
