@@ -5,6 +5,7 @@ loopback port, small CPU requests, two fixed model replicas (for the replica-kil
 second application with tiny queues (for the overload test).
 """
 
+import asyncio
 import concurrent.futures
 import copy
 import os
@@ -25,6 +26,8 @@ SERVE_CLI = Path(sys.executable).parent / "serve"
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+HANDLE_LOOP = asyncio.new_event_loop()
+threading.Thread(target=HANDLE_LOOP.run_forever, daemon=True).start()
 TEXTS = ["Alice flew to Paris.", "a fine film", "Bob works at Hooli"]
 
 
@@ -86,15 +89,19 @@ def wait_until(condition, seconds: float) -> None:
 
 
 def replica_stats(app: str = "mtl") -> dict[int, dict]:
-    """Stats of each live model replica, by process id (the handle spreads calls over replicas)."""
+    """Stats of each live model replica, by process id (the handle spreads calls over replicas).
+
+    The handle is awaited on an event loop that runs for the whole module: in Serve's
+    high-throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1) a handle's router lives on the loop it
+    was first used on, and learns of replaced replicas only while that loop runs."""
     from ray import serve
 
-    handle = serve.get_deployment_handle("ModelReplica", app_name=app)
-    seen = {}
-    for _ in range(40):
-        stats = handle.stats.remote().result(timeout_s=10)
-        seen[stats["pid"]] = stats
-    return seen
+    async def ask() -> list[dict]:
+        handle = serve.get_deployment_handle("ModelReplica", app_name=app)
+        return [await handle.stats.remote() for _ in range(40)]
+
+    answers = asyncio.run_coroutine_threadsafe(ask(), HANDLE_LOOP).result(timeout=60)
+    return {stats["pid"]: stats for stats in answers}
 
 
 def test_every_route_answers_through_serve(endpoint):
