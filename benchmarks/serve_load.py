@@ -5,9 +5,11 @@
 Each server runs alone, in its own process, on 127.0.0.1: first the baseline (FastAPI, one
 ``SentenceTransformer.encode`` per request, no batching, on every core), then the endpoint
 (`serve run` of serve_config.yaml, rewritten to this model and port, a one-thread replica per core,
-in Ray Serve's documented high-throughput mode, RAY_SERVE_THROUGHPUT_OPTIMIZED=1). A separate load process sends
-a bounded number of ``/embed`` requests of real sentences at each concurrency and reports
-requests/s, sentences/s and p50/p95/p99 latency.
+in Ray Serve's documented high-throughput mode: RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and
+RAY_SERVE_ENABLE_HA_PROXY=1, HAProxy forwarding straight to each replica's own HTTP server;
+``--python-proxy`` measures Serve's Python proxy instead). A separate load process sends a bounded
+number of ``/embed`` requests of real sentences at each concurrency and reports requests/s,
+sentences/s and p50/p95/p99 latency.
 """
 
 import argparse
@@ -156,8 +158,26 @@ def endpoint_config(model: Path, port: int, folder: Path, model_deployment: bool
     return path
 
 
-def print_table(baseline: dict, endpoint: dict, per_request: int) -> None:
-    print(f"\n{per_request} sentence(s) per request, {os.cpu_count()} cores, loopback")
+def high_throughput_environment(folder: Path, haproxy: bool) -> dict[str, str]:
+    """Ray Serve's high-throughput mode for the `serve run` process and the Ray it starts.
+
+    HAProxy's files (config, admin socket, server state) go to ``folder`` rather than the fixed
+    /tmp/haproxy-serve, so that the run cleans up after itself and cannot meet another Serve's."""
+    environment = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1" if haproxy else "0"}
+    if haproxy:
+        (folder / "haproxy").mkdir()
+        environment.update({
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy" / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "haproxy" / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "haproxy" / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder / "haproxy"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "haproxy" / "server-state"),
+        })
+    return environment
+
+
+def print_table(baseline: dict, endpoint: dict, per_request: int, proxy: str) -> None:
+    print(f"\n{per_request} sentence(s) per request, {os.cpu_count()} cores, loopback, endpoint behind {proxy}")
     print(f"{'server':<10} {'conc':>4} {'req/s':>8} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for name, results in (("baseline", baseline), ("endpoint", endpoint)):
         for concurrency, row in results.items():
@@ -181,6 +201,8 @@ def main() -> None:
                         help="measure the layout with the model in a deployment of its own")
     parser.add_argument("--replicas", type=int, default=os.cpu_count() or 1,
                         help="endpoint replicas, sharing the cores out as torch threads (default: one per core)")
+    parser.add_argument("--python-proxy", action="store_true",
+                        help="Serve's Python proxy in front of the replicas instead of HAProxy")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -196,10 +218,11 @@ def main() -> None:
         with server([sys.executable, __file__, "--baseline-server", str(args.port)], url):
             baseline = run_load(url, args)
         config = endpoint_config(model.absolute(), args.port, Path(work), args.model_deployment, args.replicas)
-        with server([str(Path(sys.executable).parent / "serve"), "run", str(config)], url,
-                    {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}):
+        environment = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                       **high_throughput_environment(Path(work), haproxy=not args.python_proxy)}
+        with server([str(Path(sys.executable).parent / "serve"), "run", str(config)], url, environment):
             endpoint = run_load(url, args)
-    print_table(baseline, endpoint, args.texts_per_request)
+    print_table(baseline, endpoint, args.texts_per_request, "Serve's Python proxy" if args.python_proxy else "HAProxy")
 
 
 def fresh_model(folder: Path) -> Path:

@@ -32,6 +32,16 @@ def test_cluster_has_a_cpu_head_and_autoscaling_gpu_workers_with_a_private_dashb
     assert "--dashboard-host=127.0.0.1" in head_start and "RAY_AUTH_MODE=token ray start --head" in head_start
     assert "RAY_AUTH_MODE=token ray start --address" in " ".join(config["worker_start_ray_commands"])
     assert any("pip install" in command for command in config["setup_commands"])
+    for start in (head_start, " ".join(config["worker_start_ray_commands"])):
+        assert "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1" in start  # Serve's fast path
+
+
+def test_rayservice_runs_serve_in_high_throughput_mode_on_every_pod():
+    cluster = load("k8s/rayservice.yaml")["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        environment = {entry["name"]: entry["value"] for entry in group["template"]["spec"]["containers"][0]["env"]}
+        assert environment == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 
 def test_rayservice_serves_the_same_applications_as_serve_config():
