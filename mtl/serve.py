@@ -28,6 +28,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import MutableHeaders
 
 from mtl.predict import Prediction, Predictor
 from mtl.service import ServiceSettings, create_api, model_info
@@ -159,6 +160,31 @@ class ModelReplica:
         return await self.model.stats()
 
 
+class ServedBy:
+    """ASGI middleware: the ``X-Served-By`` header names the node that answered (for operators and
+    the cluster test).
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware passes each
+    response through a stream between two tasks, so a model batch could run between a response's
+    headers and its body, and a replica dying then cuts the response off where HAProxy can no
+    longer replay the request."""
+
+    def __init__(self, app, node: str):
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_node(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Served-By", self.node)
+            await send(message)
+
+        await self.app(scope, receive, send_with_node)
+
+
 @serve.deployment(name="Endpoint", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64,
                   max_queued_requests=128, health_check_period_s=10)
 @serve.ingress()
@@ -172,14 +198,7 @@ class Endpoint:
 
     def __serve_build_asgi_app__(self):
         app = create_api(self.backend, self.info, self.settings)
-        node = ray.get_runtime_context().get_node_id()
-
-        @app.middleware("http")
-        async def served_by(request, call_next):  # which node answered: for operators and the cluster test
-            response = await call_next(request)
-            response.headers["X-Served-By"] = node
-            return response
-
+        app.add_middleware(ServedBy, node=ray.get_runtime_context().get_node_id())
         return app
 
     def check_health(self) -> None:

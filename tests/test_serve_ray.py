@@ -104,8 +104,10 @@ def replica_stats(app: str = "mtl") -> dict[int, dict]:
     return {stats["pid"]: stats for stats in answers}
 
 
-def test_every_route_answers_through_serve(endpoint):
-    embedded = requests.post(f"{endpoint}/v1/embed", json={"texts": TEXTS}, timeout=30).json()
+def test_every_route_answers_through_serve(endpoint, ray_local):
+    answer = requests.post(f"{endpoint}/v1/embed", json={"texts": TEXTS}, timeout=30)
+    assert answer.headers["X-Served-By"] == ray_local.get_runtime_context().get_node_id()
+    embedded = answer.json()
     assert len(embedded["embeddings"]) == 3 and embedded["dimension"] == 32
     predicted = requests.post(f"{endpoint}/v1/predict", json={"texts": TEXTS, "tasks": ["sentiment"]}, timeout=30)
     assert predicted.status_code == 200
