@@ -163,17 +163,17 @@ def high_throughput_environment(folder: Path, haproxy: bool) -> dict[str, str]:
 
     HAProxy's files (config, admin socket, server state) go to ``folder`` rather than the fixed
     /tmp/haproxy-serve, so that the run cleans up after itself and cannot meet another Serve's."""
-    environment = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1" if haproxy else "0"}
-    if haproxy:
-        (folder / "haproxy").mkdir()
-        environment.update({
+    from mtl.serve import HIGH_THROUGHPUT_ENVIRONMENT
+
+    if not haproxy:
+        return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    (folder / "haproxy").mkdir()
+    return {**HIGH_THROUGHPUT_ENVIRONMENT,
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy" / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "haproxy" / "admin.sock"),
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "haproxy" / "metrics.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder / "haproxy"),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "haproxy" / "server-state"),
-        })
-    return environment
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "haproxy" / "server-state")}
 
 
 def print_table(baseline: dict, endpoint: dict, per_request: int, proxy: str) -> None:

@@ -5,9 +5,10 @@ cache; no Ray in it). Behind the app, a ``BatchedPredictor`` gathers the texts o
 requests into one model batch with ``@serve.batch``, counted in texts rather than requests. Two
 layouts, chosen by ``model_deployment`` in serve_config.yaml:
 
-- colocated (default): the model lives in the HTTP replica. Fastest: on 2 cores it served 2.5x
-  the requests/s of the layout below (128 against 51 at concurrency 32, benchmarks/serve_load.py).
-  A replica killed mid-request fails the requests it held (Serve's proxy answers them 500).
+- colocated (default): the model lives in the HTTP replica. Fastest: on 2 cores, behind HAProxy,
+  it served 233-259 requests/s at concurrency 32 against the layout below's 107
+  (benchmarks/serve_load.py). A replica killed mid-request can lose the requests it held (see the
+  README, "Two layouts").
 - ``model_deployment: true``: the model runs in its own ``ModelReplica`` deployment behind the HTTP
   replicas, which retry a request on another model replica when one dies, so a lost model
   replica costs a retry, never an error. One more hop per request; the model scales on its own
@@ -35,6 +36,18 @@ from mtl.service import ServiceSettings, create_api, model_info
 
 logger = logging.getLogger("mtl.serve")
 _REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+
+#: Ray Serve's high-throughput mode, as this endpoint is meant to run (README, "Serving"): HAProxy
+#: on the endpoint's port forwarding straight to the replicas' own HTTP servers. Serve's controller
+#: and proxies read these where Ray starts, so they cannot be set from here: cluster.yaml and
+#: k8s/rayservice.yaml set them (a test keeps them equal to this) and the load benchmark uses them.
+#: Every route is a pure function of its request, so HAProxy may safely replay a request that a
+#: dying replica left unanswered ("empty-response") on another replica.
+HIGH_THROUGHPUT_ENVIRONMENT = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """cluster.yaml against the Ray autoscaler's own schema, and the KubeRay manifests against serve_config.yaml."""
 
 import copy
+import shlex
 
 import pytest
 import yaml
 from conftest import REPO
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from mtl.serve import HIGH_THROUGHPUT_ENVIRONMENT
 
 
 def load(name: str) -> dict:
@@ -33,15 +36,15 @@ def test_cluster_has_a_cpu_head_and_autoscaling_gpu_workers_with_a_private_dashb
     assert "RAY_AUTH_MODE=token ray start --address" in " ".join(config["worker_start_ray_commands"])
     assert any("pip install" in command for command in config["setup_commands"])
     for start in (head_start, " ".join(config["worker_start_ray_commands"])):
-        assert "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1" in start  # Serve's fast path
+        ray_start = start[:start.index(" ray start")]  # the variables set for `ray start` on each node
+        assert shlex.split(ray_start.split(";")[-1]) == [f"{name}={value}" for name, value in HIGH_THROUGHPUT_ENVIRONMENT.items()] + ["RAY_AUTH_MODE=token"]
 
 
 def test_rayservice_runs_serve_in_high_throughput_mode_on_every_pod():
     cluster = load("k8s/rayservice.yaml")["spec"]["rayClusterConfig"]
-    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
-    for group in groups:
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         environment = {entry["name"]: entry["value"] for entry in group["template"]["spec"]["containers"][0]["env"]}
-        assert environment == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+        assert environment == HIGH_THROUGHPUT_ENVIRONMENT
 
 
 def test_rayservice_serves_the_same_applications_as_serve_config():
