@@ -178,9 +178,9 @@ class ServedBy:
     the cluster test).
 
     Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware passes each
-    response through a stream between two tasks, so a model batch could run between a response's
-    headers and its body, and a replica dying then cuts the response off where HAProxy can no
-    longer replay the request."""
+    response through a stream between two tasks. That cost a quarter of the requests/s at
+    concurrency 8 (benchmarks/serve_load.py), and let a model batch run between a response's
+    headers and its body, where a replica killed cuts the response off and HAProxy cannot replay it."""
 
     def __init__(self, app, node: str):
         self.app = app

@@ -26,8 +26,6 @@ SERVE_CLI = Path(sys.executable).parent / "serve"
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-HANDLE_LOOP = asyncio.new_event_loop()
-threading.Thread(target=HANDLE_LOOP.run_forever, daemon=True).start()
 TEXTS = ["Alice flew to Paris.", "a fine film", "Bob works at Hooli"]
 
 
@@ -60,7 +58,7 @@ def endpoint_config(model_dir, port: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, tiny_model_dir, tmp_path_factory):
+def endpoint(ray_local, tiny_model_dir, tmp_path_factory, handle_loop):
     from ray import serve
 
     port = free_port()
@@ -88,20 +86,36 @@ def wait_until(condition, seconds: float) -> None:
     raise AssertionError(f"not ready within {seconds}s")
 
 
-def replica_stats(app: str = "mtl") -> dict[int, dict]:
-    """Stats of each live model replica, by process id (the handle spreads calls over replicas).
+@pytest.fixture(scope="module")
+def handle_loop():
+    """An event loop running for the whole module, for the deployment handles the tests make: in
+    Serve's high-throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1) a handle's router lives on the
+    loop it was first used on, and learns of replaced replicas only while that loop runs. The
+    endpoint depends on it, so that the loop outlives serve.shutdown, which closes the handles."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(timeout=10)
+    loop.close()
 
-    The handle is awaited on an event loop that runs for the whole module: in Serve's
-    high-throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1) a handle's router lives on the loop it
-    was first used on, and learns of replaced replicas only while that loop runs."""
+
+@pytest.fixture(scope="module")
+def replica_stats(endpoint, handle_loop):
+    """A function giving the stats of each live model replica, by process id (the handle spreads
+    calls over replicas)."""
     from ray import serve
 
     async def ask() -> list[dict]:
-        handle = serve.get_deployment_handle("ModelReplica", app_name=app)
+        handle = serve.get_deployment_handle("ModelReplica", app_name="mtl")
         return [await handle.stats.remote() for _ in range(40)]
 
-    answers = asyncio.run_coroutine_threadsafe(ask(), HANDLE_LOOP).result(timeout=60)
-    return {stats["pid"]: stats for stats in answers}
+    def stats() -> dict[int, dict]:
+        answers = asyncio.run_coroutine_threadsafe(ask(), handle_loop).result(timeout=60)
+        return {entry["pid"]: entry for entry in answers}
+
+    return stats
 
 
 def test_every_route_answers_through_serve(endpoint, ray_local):
@@ -118,7 +132,7 @@ def test_every_route_answers_through_serve(endpoint, ray_local):
     assert bad.status_code == 422 and bad.json()["error"].startswith("texts:")
 
 
-def test_concurrent_requests_share_model_batches(endpoint):
+def test_concurrent_requests_share_model_batches(endpoint, replica_stats):
     before = sum(stats["batches"] for stats in replica_stats().values())
     requests_before = sum(stats["requests"] for stats in replica_stats().values())
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
@@ -146,7 +160,7 @@ def test_an_overloaded_endpoint_answers_503_at_once_and_never_500(endpoint):
     assert max(seconds for code, seconds in outcomes if code == 503) < 1.0  # rejected, not queued behind the batch
 
 
-def test_killing_a_model_replica_under_load_loses_no_request(endpoint):
+def test_killing_a_model_replica_under_load_loses_no_request(endpoint, replica_stats):
     """With model_deployment, the HTTP replica retries on the other model replica while Serve
     replaces the killed one: every request is answered 200, and no connection drops."""
     wait_until(lambda: len(replica_stats()) == 2, seconds=60)
