@@ -123,12 +123,12 @@ def input_format(files: list[str], declared: str | None) -> str:
 def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_column: str) -> ray.data.Dataset:
     """One dataset row per input row (per line for text files, empty lines included)."""
     if fmt == "parquet":
-        return ray.data.read_parquet(files, filesystem=filesystem, ray_remote_args={"num_cpus": IO_CPUS})
+        return ray.data.read_parquet(files, filesystem=filesystem, num_cpus=IO_CPUS)
     if fmt in ("csv", "tsv"):
         parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pacsv.ParseOptions(newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types={text_column: pa.string()})
         return ray.data.read_csv(files, filesystem=filesystem, parse_options=parse, convert_options=convert,
-                                 ray_remote_args={"num_cpus": IO_CPUS})
+                                 num_cpus=IO_CPUS)
     if fmt == "jsonl":  # raw lines, parsed by the labeler: one bad line is one bad row
         return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=True, num_cpus=IO_CPUS)
     if fmt == "text":
