@@ -6,7 +6,10 @@ milliseconds; only the tests that check real-encoder behavior load all-MiniLM-L6
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray advertises the machine's routable address unless told it is not a cluster: keep tests on loopback
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray 2.60 turns token auth on for a new local cluster and, with no token set, writes one to
+# ~/.ray/auth_token: give the session its own token so nothing lands in the user's home
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -85,8 +92,68 @@ def tiny_model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs) -> Path:
                              metadata={"trained_at": "2026-11-24T00:00:00+00:00", "metrics": {"combined": 0.5}})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """Remote model folders are cached in the session's temp folder, not in the user's home."""
+    folder = tmp_path_factory.mktemp("mtl-cache")
+    os.environ["MTL_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def ray_local():
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the whole session.
+
+    Its address and test credentials go into the environment before Ray starts (``ray_local``
+    depends on this fixture), so that Ray's workers reach the same server. Yields its endpoint.
+    """
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    yield endpoint
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def bucket(s3_server, request) -> str:
+    """A new, empty bucket on the session's S3 server; yields its ``s3://`` URI."""
+    import boto3
+
+    name = f"t-{secrets.token_hex(6)}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+def s3_keys(bucket_uri: str, prefix: str = "") -> list[str]:
+    """Every key in a bucket of the session's S3 server (under ``prefix``)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket_uri.removeprefix("s3://"), Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
     """One local Ray for the whole session, on loopback, shut down at the end.
 
     ``address="local"``: never join a cluster that `ray start` left on this machine.
