@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 import mtl
+from mtl import storage
 from mtl.config import DEFAULT_ENCODER, ModelConfig
 from mtl.data.features import Featurizer
 from mtl.errors import ModelFolderError
@@ -98,11 +99,11 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
 
 
 def read_model_description(folder: str | Path) -> dict:
-    """The parsed mtl.json of a model folder, checked for presence and version."""
-    path = Path(folder) / SPEC_FILE
-    if not path.is_file():
+    """The parsed mtl.json of a model folder (local or a URI), checked for presence and version."""
+    path = storage.join(folder, SPEC_FILE)
+    if not storage.is_file(path):
         raise ModelFolderError(f"{folder}: not a model folder (no {SPEC_FILE})")
-    description = json.loads(path.read_text())
+    description = json.loads(storage.read_text(path))
     if description.get("format_version") != FORMAT_VERSION:
         raise ModelFolderError(
             f"{path}: format_version {description.get('format_version')}, this library reads {FORMAT_VERSION}"
@@ -114,13 +115,21 @@ def model_version(folder: str | Path) -> str:
     """A short content hash of the task description and head weights: it changes with every trained model."""
     digest = hashlib.sha256()
     for name in (SPEC_FILE, HEADS_FILE):
-        digest.update((Path(folder) / name).read_bytes())
+        digest.update(storage.read_bytes(storage.join(folder, name)))
     return digest.hexdigest()[:12]
 
 
+def local_model_folder(folder: str | Path) -> Path:
+    """The model folder on this machine's disk: itself when local, else this node's cached copy of it
+    (Hugging Face loaders read local files only)."""
+    read_model_description(folder)
+    return storage.cached_model_folder(folder, (SPEC_FILE, HEADS_FILE))
+
+
 def load_model_folder(folder: str | Path) -> ModelBundle:
-    """Load a model folder written by ``save_model_folder``; every head must match its saved weights."""
-    folder = Path(folder)
+    """Load a model folder written by ``save_model_folder`` (local or a URI); every head must match
+    its saved weights."""
+    folder = local_model_folder(folder)
     description = read_model_description(folder)
     heads_path = folder / HEADS_FILE
     if not heads_path.is_file():

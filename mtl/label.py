@@ -1,9 +1,9 @@
-"""Bulk labeling: turn Predictor answers into Arrow columns, and commit output folders atomically.
+"""Bulk labeling: turn Predictor answers into Arrow columns.
 
 The Ray Data pipeline itself lives in ``mtl.label_pipeline``; this module knows nothing of Ray, so its
 pieces are unit-tested on plain Arrow tables.
 
-Output columns, after every input column:
+Output columns, after every input column and ``row_id`` (see ``mtl.corpus``):
 
 - ``embedding``: fixed-size list of float32 (or float16), one per row;
 - per classification task ``<task>`` (label string) and ``<task>_score`` (probability);
@@ -16,9 +16,6 @@ Output columns, after every input column:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -103,7 +100,7 @@ class BatchLabeler:
         if self.json_lines:
             records = [_parse_json_line(line) for line in batch.column("text").to_pylist()]
             items = [record.get(self.column, _MISSING) for record in records]
-            batch = _table_of_mixed_rows(records)
+            batch = _with_columns_of(_table_of_mixed_rows(records), batch, skip="text")
         elif self.column in batch.column_names:
             items = batch.column(self.column).to_pylist()
         else:
@@ -137,6 +134,14 @@ def _parse_json_line(line: str | None) -> dict:
     return record if isinstance(record, dict) else {"_raw_line": line}
 
 
+def _with_columns_of(table: pa.Table, source: pa.Table, *, skip: str) -> pa.Table:
+    """``table`` with every column of ``source`` but ``skip`` appended (the row id beside JSON lines)."""
+    for name in source.column_names:
+        if name != skip:
+            table = table.append_column(name, source.column(name))
+    return table
+
+
 def _table_of_mixed_rows(rows: list[dict]) -> pa.Table:
     """A table from dicts whose values may change type between rows: such a column is stored as
     text (strings as they are, other values as JSON), so nothing of the input is lost."""
@@ -150,24 +155,3 @@ def _table_of_mixed_rows(rows: list[dict]) -> pa.Table:
             columns[name] = pa.array([value if value is None or isinstance(value, str) else json.dumps(value)
                                       for value in values], pa.string())
     return pa.table(columns) if columns else pa.table({"_raw_line": pa.array([None] * len(rows), pa.string())})
-
-
-def commit_output(staging: Path, output: Path) -> list[Path]:
-    """Move the finished files of ``staging`` into ``output``, then mark it complete.
-
-    The list of files is written first (atomically), so a job killed while moving finishes the
-    move when it runs again instead of redoing or duplicating work.
-    """
-    manifest = staging / "_FILES"
-    if not manifest.exists():
-        names = sorted(path.name for path in staging.glob("*.parquet"))
-        temporary = staging / "_FILES.tmp"
-        temporary.write_text("\n".join(names))
-        os.replace(temporary, manifest)
-    names = [name for name in manifest.read_text().splitlines() if name]
-    for name in names:
-        if (staging / name).exists():
-            os.replace(staging / name, output / name)
-    (output / "_SUCCESS").write_text("\n".join(names))
-    shutil.rmtree(staging)
-    return [output / name for name in names]

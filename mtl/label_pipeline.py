@@ -1,48 +1,41 @@
 """The Ray edge of bulk labeling: read a corpus with Ray Data, label it in an actor pool, write Parquet.
 
-    read (Parquet | JSONL | CSV/TSV | text; file, folder or glob; local or any pyarrow URI)
+    read (Parquet | JSONL | CSV/TSV | text; file, folder or glob; local or any URI), each row numbered
       -> repartition into blocks of one batch (rows, and fewer when rows are wide)
       -> map_batches(BatchLabeler, compute=ActorPoolStrategy(min, max))   the model loads once per actor
-      -> write_parquet(<output>/_inprogress)  -> committed into <output>, then <output>/_SUCCESS
+      -> write_parquet(<output>/_mtl_staging/data), checkpointed by Ray Data by row id
+      -> committed into <output>, then <output>/_SUCCESS        (mtl.label_output)
 
 Ray Data streams blocks through the pipeline, so memory stays bounded however large the corpus
 (tests/test_label_ray.py labels a corpus four times the object store and checks what was spilled).
-Files are written to a staging folder that readers skip (its name starts with ``_``) and moved into
-place only when the whole corpus is done; a job killed half-way and run again starts over from a
-clean staging folder, so the output is complete and free of duplicates.
+Ray Data's job checkpointing records the row ids of every block it writes; a job killed part-way
+and run again with the same input and output reads the corpus again but labels only the rows that
+were not written yet.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy
+from ray.data.checkpoint import CheckpointConfig
 from transformers import AutoConfig
 
-from mtl.checkpoint import read_model_description
-from mtl.label import BatchLabeler, commit_output, output_columns
+from mtl import label_output, storage
+from mtl.checkpoint import local_model_folder, read_model_description
+from mtl.corpus import ROW_ID, estimate_row_bytes, expand_input, input_format, read_corpus
+from mtl.label import BatchLabeler, output_columns
 from mtl.tasks import TaskSpec
 
-STAGING = "_inprogress"
 # reading and writing Parquet is light next to the model: a quarter CPU each leaves the labeler
 # actors the cores without starving the readers that feed them
 IO_CPUS = 0.25
 # Ray Data's streaming repartition runs tasks that each ask for a whole CPU
 REPARTITION_CPUS = 1.0
-SAMPLE_BYTES = 1024**2
-SAMPLE_ROWS = 1000
-_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
-            ".txt": "text", ".text": "text"}
 
 
 @dataclass(frozen=True)
@@ -68,72 +61,18 @@ class LabelOptions:
     max_length: int | None = None
     rows_per_file: int = 200_000
     overwrite: bool = False
+    output_shared: bool = False
     block_bytes: int = 8 * 1024**2
 
 
 @dataclass
 class LabelSummary:
-    output: Path
-    files: list[Path]
-    rows: int
+    output: str
+    files: list[str]
+    rows: int               # rows in the output
     seconds: float
-    skipped: bool = False
-
-
-def expand_input(pattern: str) -> tuple[list[str], pafs.FileSystem]:
-    """A file, a folder (every file below it) or a glob, local or behind any pyarrow filesystem URI."""
-    filesystem, path = pafs.FileSystem.from_uri(pattern) if "://" in pattern else \
-        (pafs.LocalFileSystem(), str(Path(pattern).absolute()))
-    if not any(char in path for char in "*?["):
-        info = filesystem.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"--input: no such file or folder '{pattern}'")
-        if info.type == pafs.FileType.File:
-            return [path], filesystem
-        base, pattern_path = path, None
-    else:
-        base, pattern_path = path[: path.find(next(c for c in path if c in "*?["))].rsplit("/", 1)[0], path
-    found = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
-    files = sorted(info.path for info in found if info.type == pafs.FileType.File
-                   and not Path(info.path).name.startswith(("_", "."))
-                   and (pattern_path is None or _glob_match(info.path, pattern_path)))
-    if not files:
-        raise FileNotFoundError(f"--input: no files match '{pattern}'")
-    return files, filesystem
-
-
-def _glob_match(path: str, pattern: str) -> bool:
-    """Shell-style matching where ``*`` stays within a folder and ``**`` crosses folders."""
-    if "**" in pattern:
-        return fnmatch.fnmatch(path, pattern)
-    parts, pattern_parts = path.split("/"), pattern.split("/")
-    return len(parts) == len(pattern_parts) and all(map(fnmatch.fnmatch, parts, pattern_parts))
-
-
-def input_format(files: list[str], declared: str | None) -> str:
-    if declared:
-        return declared
-    suffixes = {Path(name).suffix.lower() for name in files}
-    formats = {_FORMATS.get(suffix) for suffix in suffixes}
-    if len(formats) != 1 or None in formats:
-        raise ValueError(f"--input: cannot tell one format from the suffixes {sorted(suffixes)}; pass --format")
-    return formats.pop()
-
-
-def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_column: str) -> ray.data.Dataset:
-    """One dataset row per input row (per line for text files, empty lines included)."""
-    if fmt == "parquet":
-        return ray.data.read_parquet(files, filesystem=filesystem, num_cpus=IO_CPUS)
-    if fmt in ("csv", "tsv"):
-        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pacsv.ParseOptions(newlines_in_values=True)
-        convert = pacsv.ConvertOptions(column_types={text_column: pa.string()})
-        return ray.data.read_csv(files, filesystem=filesystem, parse_options=parse, convert_options=convert,
-                                 num_cpus=IO_CPUS)
-    if fmt == "jsonl":  # raw lines, parsed by the labeler: one bad line is one bad row
-        return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=True, num_cpus=IO_CPUS)
-    if fmt == "text":
-        return ray.data.read_text(files, filesystem=filesystem, drop_empty_lines=False, num_cpus=IO_CPUS)
-    raise ValueError(f"--format: unknown format {fmt!r}; use parquet, jsonl, csv, tsv or text")
+    skipped: bool = False   # the output was already complete
+    resumed_rows: int = 0   # rows an earlier, killed attempt had labeled; this run labeled the rest
 
 
 def check_options(options: LabelOptions) -> list[TaskSpec]:
@@ -149,25 +88,31 @@ def check_options(options: LabelOptions) -> list[TaskSpec]:
 
 
 def run_labeling(options: LabelOptions) -> LabelSummary:
-    """Label the corpus into ``options.output``; a complete output is left alone unless ``overwrite``."""
+    """Label the corpus into ``options.output``; a complete output is left alone unless ``overwrite``,
+    an unfinished one (a killed run) is resumed."""
     specs = check_options(options)
-    output = Path(options.output)
-    if (output / "_SUCCESS").exists() and not options.overwrite:
-        files = sorted(output.glob("*.parquet"))
-        return LabelSummary(output=output, files=files, rows=0, seconds=0.0, skipped=True)
-    staging = output / STAGING
-    if (staging / "_FILES").exists():  # killed while committing: finish the commit
-        return LabelSummary(output=output, files=commit_output(staging, output), rows=0, seconds=0.0)
-    _clear(output)
-    files, filesystem = expand_input(options.input)
-    fmt = input_format(files, options.input_format)
+    output = storage.absolute(options.output)
+    check_output_reachable(output, shared=options.output_shared)
+    complete = label_output.completed_files(output)
+    if complete is not None and not options.overwrite:
+        return LabelSummary(output=output, files=complete, rows=0, seconds=0.0, skipped=True)
     started = time.perf_counter()
+    unfinished_commit = label_output.pending_commit(output)
+    if unfinished_commit is not None:  # killed while committing: finish the commit
+        files = label_output.commit(unfinished_commit)
+        return LabelSummary(output=output, files=files, rows=_count_rows(files), seconds=0.0,
+                            resumed_rows=_count_rows(files))
+    files, filesystem = expand_input(options.input)
+    run = label_output.begin_run(output, files, overwrite=options.overwrite)
+    already_written = set(storage.list_files(run.data))
+    fmt = input_format(files, options.input_format)
     _configure_streaming(options)
-    dataset = read_corpus(files, filesystem, fmt, options.text_column)
+    dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS)
     rows_per_batch = batch_rows(options, estimate_row_bytes(files[0], filesystem, fmt),
                                 embedding_bytes=_embedding_bytes(options))
     if fmt != "jsonl":
-        _check_no_clash(dataset.schema().names, output_columns(specs, options.embedding))
+        _check_no_clash([name for name in dataset.schema().names if name != ROW_ID],
+                        [ROW_ID, *output_columns(specs, options.embedding)])
     plan = _cluster_plan(options)
     # blocks of one batch each, so that every actor gets work however the input is split into files
     labeled = dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
@@ -180,11 +125,45 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
         num_cpus=plan.cpus,
         num_gpus=plan.gpus,
     )
-    labeled.write_parquet(str(staging.absolute()), max_rows_per_file=options.rows_per_file,
-                          ray_remote_args={"num_cpus": IO_CPUS})
-    written = commit_output(staging, output)
-    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in written)
-    return LabelSummary(output=output, files=written, rows=rows, seconds=time.perf_counter() - started)
+    with _checkpointed(run):
+        labeled.write_parquet(run.data, max_rows_per_file=options.rows_per_file,
+                              ray_remote_args={"num_cpus": IO_CPUS})
+    resumed = [path for path in storage.list_files(run.data) if path in already_written]
+    written = label_output.commit(run)
+    return LabelSummary(output=output, files=written, rows=_count_rows(written),
+                        seconds=time.perf_counter() - started, resumed_rows=_count_rows(resumed))
+
+
+def check_output_reachable(output: str, *, shared: bool) -> None:
+    """Refuse a local output on a cluster of several nodes: each node would write its blocks to its
+    own disk and the output seen from here would silently miss rows."""
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes > 1 and storage.is_local(output) and not shared:
+        raise ValueError(f"--output: '{output}' is a local path, and this cluster has {nodes} nodes, each "
+                         "with its own disk; write to shared storage (s3://, gs://, ...), or pass "
+                         "--output-shared if every node mounts this path")
+
+
+class _checkpointed:
+    """Ray Data's job checkpointing, on for the write of one run and off after it."""
+
+    def __init__(self, run: label_output.Run):
+        self.config = CheckpointConfig(id_column=ROW_ID, checkpoint_path=run.checkpoint,
+                                       delete_checkpoint_on_success=False)
+
+    def __enter__(self) -> None:
+        ray.data.DataContext.get_current().checkpoint_config = self.config
+
+    def __exit__(self, *_exception) -> None:
+        ray.data.DataContext.get_current().checkpoint_config = None
+
+
+def _count_rows(files: list[str]) -> int:
+    total = 0
+    for path in files:
+        with storage.open_binary(path) as stream:
+            total += pq.ParquetFile(stream).metadata.num_rows
+    return total
 
 
 def _configure_streaming(options: LabelOptions) -> None:
@@ -201,17 +180,6 @@ def _configure_streaming(options: LabelOptions) -> None:
     context.use_datasource_v2 = False
 
 
-def estimate_row_bytes(path: str, filesystem: pafs.FileSystem, fmt: str) -> int:
-    """Bytes per input row in memory: from the first rows of a Parquet file (its footer gives sizes
-    after encoding, which for repetitive columns are far smaller), or the first MiB of a text file."""
-    if fmt == "parquet":
-        first = next(pq.ParquetFile(path, filesystem=filesystem).iter_batches(batch_size=SAMPLE_ROWS), None)
-        return max(1, first.nbytes // max(1, first.num_rows)) if first is not None else 1
-    with filesystem.open_input_stream(path) as stream:
-        head = stream.read(SAMPLE_BYTES)
-    return max(1, len(head) // max(1, head.count(b"\n")))
-
-
 def batch_rows(options: LabelOptions, row_bytes: int, *, embedding_bytes: int) -> int:
     """Rows per actor batch: ``batch_size``, fewer when rows are wide enough to make a batch
     bigger than a block (input columns are carried through, so a corpus of documents or images
@@ -222,12 +190,12 @@ def batch_rows(options: LabelOptions, row_bytes: int, *, embedding_bytes: int) -
 def _embedding_bytes(options: LabelOptions) -> int:
     if not options.embedding:
         return 0
-    hidden = AutoConfig.from_pretrained(options.model).hidden_size
+    hidden = AutoConfig.from_pretrained(local_model_folder(options.model)).hidden_size
     return hidden * (4 if options.embedding_dtype == "float32" else 2)
 
 
 def _labeler_arguments(options: LabelOptions, fmt: str, threads: int | None) -> dict:
-    return {"model": str(Path(options.model).absolute()), "text_column": None if options.tokens_column else options.text_column,
+    return {"model": storage.absolute(options.model), "text_column": None if options.tokens_column else options.text_column,
             "tokens_column": options.tokens_column, "tasks": list(options.tasks) if options.tasks else None,
             "embedding": options.embedding, "embedding_dtype": options.embedding_dtype,
             "batch_size": options.predict_batch_size, "max_length": options.max_length,
@@ -277,14 +245,6 @@ def plan_actors(options: LabelOptions, node_cpus: list[float], cluster_gpus: flo
 def _cluster_plan(options: LabelOptions) -> ActorPlan:
     node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
     return plan_actors(options, node_cpus, ray.cluster_resources().get("GPU", 0))
-
-
-def _clear(output: Path) -> None:
-    """Remove what an unfinished earlier run left: its staging folder and any uncommitted files."""
-    shutil.rmtree(output / STAGING, ignore_errors=True)
-    output.mkdir(parents=True, exist_ok=True)
-    for leftover in [*output.glob("*.parquet"), output / "_SUCCESS"]:
-        leftover.unlink(missing_ok=True)
 
 
 def _check_no_clash(input_columns: list[str], added: list[str]) -> None:

@@ -65,6 +65,11 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     return "/".join([text.rstrip("/"), *(part.strip("/") for part in parts)])
 
 
+def absolute(path: str | os.PathLike) -> str:
+    """A URI as it is; a local path made absolute (a job may run in another folder than its caller)."""
+    return str(path) if is_uri(path) else str(Path(path).absolute())
+
+
 def name(path: str | os.PathLike) -> str:
     """The last part of a path or URI."""
     return str(path).rstrip("/").rsplit("/", 1)[-1]
@@ -120,13 +125,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def list_files(folder: str | os.PathLike, *, recursive: bool = False) -> list[str]:
-    """Every file under ``folder`` (sorted), each as a full path in the form ``folder`` was given;
-    an absent folder has none."""
+def list_files(folder: str | os.PathLike, *, recursive: bool = False, relative: bool = False) -> list[str]:
+    """Every file under ``folder`` (sorted), each as a full path in the form ``folder`` was given, or
+    relative to ``folder`` (``a/b.txt``) with ``relative``; an absent folder has none."""
     filesystem, inner = resolve(folder)
     selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
-    found = sorted(info.path for info in filesystem.get_file_info(selector) if info.type == pafs.FileType.File)
-    return [join(folder, entry[len(inner):].lstrip("/")) for entry in found]
+    found = sorted(info.path[len(inner):].lstrip("/") for info in filesystem.get_file_info(selector)
+                   if info.type == pafs.FileType.File)
+    return found if relative else [join(folder, entry) for entry in found]
 
 
 def delete_file(path: str | os.PathLike) -> None:

@@ -1,4 +1,4 @@
-"""Bulk-labeling pieces without Ray: Arrow columns, the batch labeler, input expansion, commit."""
+"""Bulk-labeling pieces without Ray: Arrow columns, the batch labeler, input expansion, actor plans."""
 
 import json
 
@@ -9,15 +9,9 @@ import pyarrow.parquet
 import pytest
 
 from mtl.checkpoint import save_model_folder
-from mtl.label import BatchLabeler, commit_output, output_columns
-from mtl.label_pipeline import (
-    LabelOptions,
-    batch_rows,
-    estimate_row_bytes,
-    expand_input,
-    input_format,
-    plan_actors,
-)
+from mtl.corpus import estimate_row_bytes, expand_input, input_format
+from mtl.label import BatchLabeler, output_columns
+from mtl.label_pipeline import LabelOptions, batch_rows, plan_actors
 
 
 @pytest.fixture(scope="module")
@@ -113,18 +107,6 @@ def test_input_format_from_suffixes():
     assert input_format(["a.bin"], "parquet") == "parquet"
     with pytest.raises(ValueError, match="pass --format"):
         input_format(["a.csv", "b.txt"], None)
-
-
-def test_commit_moves_files_once_and_finishes_an_interrupted_commit(tmp_path):
-    output, staging = tmp_path / "out", tmp_path / "out" / "_inprogress"
-    staging.mkdir(parents=True)
-    for name in ("p1.parquet", "p2.parquet"):
-        (staging / name).write_text(name)
-    (staging / "_FILES").write_text("p1.parquet\np2.parquet")
-    (staging / "p1.parquet").rename(output / "p1.parquet")  # killed after moving the first file
-    committed = commit_output(staging, output)
-    assert sorted(path.name for path in committed) == ["p1.parquet", "p2.parquet"]
-    assert sorted(path.name for path in output.iterdir()) == ["_SUCCESS", "p1.parquet", "p2.parquet"]
 
 
 def options(**overrides) -> LabelOptions:

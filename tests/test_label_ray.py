@@ -12,7 +12,8 @@ from conftest import OBJECT_STORE_BYTES
 
 from mtl.checkpoint import build_model, save_model_folder
 from mtl.config import ModelConfig
-from mtl.label_pipeline import STAGING, LabelOptions, run_labeling
+from mtl.label_output import STAGING
+from mtl.label_pipeline import LabelOptions, run_labeling
 
 pytestmark = pytest.mark.ray
 
@@ -83,20 +84,26 @@ def test_tokens_column_tags_pre_split_input(ray_local, model_dir, tmp_path):
     assert all(0 <= span["start"] < span["end"] <= 4 for span in spans)
 
 
-def test_rerun_after_a_kill_leaves_complete_duplicate_free_output(ray_local, model_dir, tmp_path):
+def test_rerun_skips_a_complete_output_and_overwrite_replaces_it(ray_local, model_dir, tmp_path):
     lines = [f"{GOOD[i % 3]} number {i}" for i in range(400)]
     (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    # what a job killed half-way leaves: a partial staging folder and a stray uncommitted file
-    (out / STAGING).mkdir(parents=True)
-    (out / STAGING / "half.parquet").write_bytes(b"PAR1 partial")
-    pq.write_table(pa.table({"text": lines[:10]}), out / "stray.parquet")
-    label(model_dir, tmp_path / "corpus.txt", out)
+    first = label(model_dir, tmp_path / "corpus.txt", out)
     assert sorted(read_output(out).column("text").to_pylist()) == sorted(lines)
+    assert sorted(read_output(out).column("row_id").to_pylist()) == list(range(400))
     again = label(model_dir, tmp_path / "corpus.txt", out)
     assert again.skipped and read_output(out).num_rows == 400
-    label(model_dir, tmp_path / "corpus.txt", out, overwrite=True)
-    assert read_output(out).num_rows == 400
+    replaced = label(model_dir, tmp_path / "corpus.txt", out, overwrite=True)
+    assert read_output(out).num_rows == 400 and not set(first.files) & set(replaced.files)
+
+
+def test_a_file_of_the_user_in_the_output_folder_stops_the_job_and_survives(ray_local, model_dir, tmp_path):
+    (tmp_path / "corpus.txt").write_text("\n".join(GOOD) + "\n")
+    (tmp_path / "out").mkdir()
+    pq.write_table(pa.table({"text": ["my own rows"]}), tmp_path / "out" / "mine.parquet")
+    with pytest.raises(ValueError, match=r"did not write \(mine.parquet\)"):
+        label(model_dir, tmp_path / "corpus.txt", tmp_path / "out", overwrite=True)
+    assert read_output(tmp_path / "out").column("text").to_pylist() == ["my own rows"]
 
 
 def test_input_column_clash_and_unknown_task_fail_before_work(ray_local, model_dir, tmp_path):

@@ -1,0 +1,151 @@
+"""Reading a corpus for bulk labeling with Ray Data: which files, which format, and a stable row id.
+
+Every row gets ``row_id`` (int64): the input file's number in the sorted file list, shifted left by
+40 bits, plus the row's number within the file. It is the same on every read of the same input, which
+is what lets Ray Data's checkpointing skip the rows a killed run already labeled, and it lets a user
+join an output row back to its input line.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray.data
+from ray.data._internal.datasource.csv_datasource import CSVDatasource
+from ray.data._internal.datasource.text_datasource import TextDatasource
+from ray.data.datasource import FileBasedDatasource
+
+from mtl import storage
+
+ROW_ID = "row_id"
+ROW_BITS = 40  # rows per file up to 10^12; files up to 2^23
+SAMPLE_BYTES = 1024**2
+SAMPLE_ROWS = 1000
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
+           ".txt": "text", ".text": "text"}
+
+
+def expand_input(pattern: str) -> tuple[list[str], pafs.FileSystem]:
+    """A file, a folder (every file below it) or a glob, local or behind any filesystem URI.
+
+    Returns the files sorted (their order numbers the rows) as paths inside the filesystem.
+    """
+    filesystem, path = storage.resolve(pattern)
+    if not any(char in path for char in "*?["):
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"--input: no such file or folder '{pattern}'")
+        if info.type == pafs.FileType.File:
+            return [path], filesystem
+        base, pattern_path = path, None
+    else:
+        base, pattern_path = path[: path.find(next(c for c in path if c in "*?["))].rsplit("/", 1)[0], path
+    found = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+    files = sorted(info.path for info in found if info.type == pafs.FileType.File
+                   and not _hidden(info.path[len(base):])
+                   and (pattern_path is None or _glob_match(info.path, pattern_path)))
+    if not files:
+        raise FileNotFoundError(f"--input: no files match '{pattern}'")
+    return files, filesystem
+
+
+def _hidden(relative: str) -> bool:
+    """Files that readers skip: any part of the path starts with ``_`` or ``.`` (``_SUCCESS``, staging)."""
+    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """Shell-style matching where ``*`` stays within a folder and ``**`` crosses folders."""
+    if "**" in pattern:
+        return fnmatch.fnmatch(path, pattern)
+    parts, pattern_parts = path.split("/"), pattern.split("/")
+    return len(parts) == len(pattern_parts) and all(map(fnmatch.fnmatch, parts, pattern_parts))
+
+
+def input_format(files: list[str], declared: str | None) -> str:
+    if declared:
+        return declared
+    suffixes = {PurePosixPath(name).suffix.lower() for name in files}
+    formats = {FORMATS.get(suffix) for suffix in suffixes}
+    if len(formats) != 1 or None in formats:
+        raise ValueError(f"--input: cannot tell one format from the suffixes {sorted(suffixes)}; pass --format")
+    return formats.pop()
+
+
+class _NumberedRows:
+    """Adds ``row_id`` to every block a file-based datasource reads (mixed in before the datasource)."""
+
+    def __init__(self, paths: list[str], *, file_numbers: dict[str, int], **options):
+        super().__init__(paths, **options)
+        self._file_numbers = file_numbers
+
+    def _read_stream(self, f, path: str):
+        next_row = self._file_numbers[path] << ROW_BITS
+        for block in super()._read_stream(f, path):
+            ids = np.arange(next_row, next_row + block.num_rows, dtype=np.int64)
+            next_row += block.num_rows
+            yield block.append_column(ROW_ID, pa.array(ids))
+
+
+class NumberedText(_NumberedRows, TextDatasource):
+    """One row per line (column ``text``)."""
+
+
+class NumberedCSV(_NumberedRows, CSVDatasource):
+    """One row per CSV/TSV record."""
+
+
+class _ParquetBatches(FileBasedDatasource):
+    """A Parquet file as a stream of record batches."""
+
+    _FILE_EXTENSIONS = ["parquet"]
+    ROWS_PER_BLOCK = 8192
+
+    def _read_stream(self, f, path: str):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=self.ROWS_PER_BLOCK):
+            yield pa.Table.from_batches([batch])
+
+    def _open_input_source(self, filesystem, path, **open_args):
+        return filesystem.open_input_file(path)  # Parquet needs to seek to its footer
+
+
+class NumberedParquet(_NumberedRows, _ParquetBatches):
+    """One row per Parquet row."""
+
+
+def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_column: str,
+                io_cpus: float) -> ray.data.Dataset:
+    """One dataset row per input row (per line for text files, empty lines included), with ``row_id``."""
+    numbers = {path: number for number, path in enumerate(files)}
+    options = {"file_numbers": numbers, "filesystem": filesystem}
+    if fmt == "parquet":
+        source = NumberedParquet(files, **options)
+    elif fmt in ("csv", "tsv"):
+        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else \
+            pacsv.ParseOptions(newlines_in_values=True)
+        convert = pacsv.ConvertOptions(column_types={text_column: pa.string()})
+        source = NumberedCSV(files, arrow_csv_args={"parse_options": parse, "convert_options": convert}, **options)
+    elif fmt == "jsonl":  # raw lines, parsed by the labeler: one bad line is one bad row
+        source = NumberedText(files, drop_empty_lines=True, **options)
+    elif fmt == "text":
+        source = NumberedText(files, drop_empty_lines=False, **options)
+    else:
+        raise ValueError(f"--format: unknown format {fmt!r}; use parquet, jsonl, csv, tsv or text")
+    return ray.data.read_datasource(source, num_cpus=io_cpus)
+
+
+def estimate_row_bytes(path: str, filesystem: pafs.FileSystem, fmt: str) -> int:
+    """Bytes per input row in memory: from the first rows of a Parquet file (its footer gives sizes
+    after encoding, which for repetitive columns are far smaller), or the first MiB of a text file."""
+    if fmt == "parquet":
+        first = next(pq.ParquetFile(path, filesystem=filesystem).iter_batches(batch_size=SAMPLE_ROWS), None)
+        return max(1, first.nbytes // max(1, first.num_rows)) if first is not None else 1
+    with filesystem.open_input_stream(path) as stream:
+        head = stream.read(SAMPLE_BYTES)
+    return max(1, len(head) // max(1, head.count(b"\n")))
