@@ -1,7 +1,10 @@
 """Label a corpus with a trained model folder: embeddings, sentence labels and entities, to Parquet.
 
     python -m jobs.label --model runs/demo/best --input data/demo/corpus.txt --output runs/demo/labels
-    ray job submit --working-dir . -- python -m jobs.label --model MODEL --input s3://bucket/corpus/ --output s3://...
+    ray job submit --working-dir . -- python -m jobs.label --model s3://bucket/runs/demo/best \
+        --input s3://bucket/corpus/ --output s3://bucket/labels/
+
+Run again after a kill, it labels only the rows that were not written yet.
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ def actor_range(value: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder written by jobs.train")
-    parser.add_argument("--input", required=True, help="file, folder or glob; local path or pyarrow URI")
-    parser.add_argument("--output", required=True, help="output folder of Parquet files")
+    parser.add_argument("--model", required=True, help="model folder written by jobs.train; local path or URI")
+    parser.add_argument("--input", required=True, help="file, folder or glob; local path or URI (s3://, gs://, ...)")
+    parser.add_argument("--output", required=True,
+                        help="output folder of Parquet files; local path or URI. It must be empty or hold an "
+                             "earlier output of this job: other files in it stop the job")
+    parser.add_argument("--output-shared", action="store_true",
+                        help="the local --output path is a file system that every node of the cluster mounts "
+                             "(without it, a local output on a cluster of several nodes is refused)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--text-column", default="text", help="column with raw text (default: text)")
     source.add_argument("--tokens-column", help="column with pre-split tokens: tagged token by token")
@@ -49,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch threads per actor (default: a node's cores shared among its actors)")
     parser.add_argument("--max-length", type=int, help="token limit; longer texts are cut and flagged truncated")
     parser.add_argument("--rows-per-file", type=int, default=200_000, help="most rows in one output file")
-    parser.add_argument("--overwrite", action="store_true", help="label again even if the output is complete")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="label again even if the output is complete (replaces the files of the earlier run)")
     return parser.parse_args(argv)
 
 
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         embedding_dtype=args.embedding_dtype, batch_size=args.batch_size, min_actors=args.actors[0],
         max_actors=args.actors[1], cpus_per_actor=args.cpus_per_actor,
         threads_per_actor=args.threads_per_actor, max_length=args.max_length,
-        rows_per_file=args.rows_per_file, overwrite=args.overwrite)
+        rows_per_file=args.rows_per_file, overwrite=args.overwrite, output_shared=args.output_shared)
     ray.init(ignore_reinit_error=True)
     try:
         summary = run_labeling(options)
@@ -76,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if summary.skipped:
         print(f"{summary.output} is already complete (pass --overwrite to label again)")
     else:
-        rate = summary.rows / summary.seconds if summary.seconds else 0.0
-        print(f"labeled {summary.rows} rows into {len(summary.files)} file(s) in {summary.output} "
-              f"({summary.seconds:.1f}s, {rate:.0f} rows/s)")
+        labeled = summary.rows - summary.resumed_rows
+        rate = labeled / summary.seconds if summary.seconds else 0.0
+        resumed = f"; {summary.resumed_rows} were labeled by an earlier, interrupted run" if summary.resumed_rows else ""
+        print(f"labeled {labeled} rows in {summary.seconds:.1f}s ({rate:.0f} rows/s){resumed}; "
+              f"{summary.output} holds {summary.rows} rows in {len(summary.files)} file(s)")
     return 0
 
 

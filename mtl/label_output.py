@@ -44,9 +44,11 @@ class Run:
     def data(self) -> str:
         return storage.join(self.staging, "data")
 
-    @property
-    def checkpoint(self) -> str:
-        return storage.join(self.staging, "checkpoint")
+
+
+def checkpoint_path(output: str) -> str:
+    """Where Ray Data records the rows already written for ``output``."""
+    return storage.join(output, STAGING, "checkpoint")
 
 
 def completed_files(output: str) -> list[str] | None:

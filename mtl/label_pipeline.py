@@ -103,10 +103,21 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
         return LabelSummary(output=output, files=files, rows=_count_rows(files), seconds=0.0,
                             resumed_rows=_count_rows(files))
     files, filesystem = expand_input(options.input)
-    run = label_output.begin_run(output, files, overwrite=options.overwrite)
-    already_written = set(storage.list_files(run.data))
     fmt = input_format(files, options.input_format)
     _configure_streaming(options)
+    with _checkpointed(output):  # a dataset keeps the context it was made in: turn it on before reading
+        labeled = _label(options, specs, files, filesystem, fmt)  # checks the input before anything is written
+        run = label_output.begin_run(output, files, overwrite=options.overwrite)
+        already_written = set(storage.list_files(run.data))
+        labeled.write_parquet(run.data, max_rows_per_file=options.rows_per_file, ray_remote_args={"num_cpus": IO_CPUS})
+    resumed_rows = _count_rows([path for path in storage.list_files(run.data) if path in already_written])
+    written = label_output.commit(run)
+    return LabelSummary(output=output, files=written, rows=_count_rows(written),
+                        seconds=time.perf_counter() - started, resumed_rows=resumed_rows)
+
+
+def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str) -> ray.data.Dataset:
+    """The corpus read, cut into batches and labeled by the actor pool (lazily: nothing runs yet)."""
     dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS)
     rows_per_batch = batch_rows(options, estimate_row_bytes(files[0], filesystem, fmt),
                                 embedding_bytes=_embedding_bytes(options))
@@ -115,7 +126,7 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
                         [ROW_ID, *output_columns(specs, options.embedding)])
     plan = _cluster_plan(options)
     # blocks of one batch each, so that every actor gets work however the input is split into files
-    labeled = dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
+    return dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
         BatchLabeler,
         fn_constructor_kwargs=_labeler_arguments(options, fmt, plan.threads),
         batch_size=rows_per_batch,
@@ -125,13 +136,6 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
         num_cpus=plan.cpus,
         num_gpus=plan.gpus,
     )
-    with _checkpointed(run):
-        labeled.write_parquet(run.data, max_rows_per_file=options.rows_per_file,
-                              ray_remote_args={"num_cpus": IO_CPUS})
-    resumed = [path for path in storage.list_files(run.data) if path in already_written]
-    written = label_output.commit(run)
-    return LabelSummary(output=output, files=written, rows=_count_rows(written),
-                        seconds=time.perf_counter() - started, resumed_rows=_count_rows(resumed))
 
 
 def check_output_reachable(output: str, *, shared: bool) -> None:
@@ -147,8 +151,9 @@ def check_output_reachable(output: str, *, shared: bool) -> None:
 class _checkpointed:
     """Ray Data's job checkpointing, on for the write of one run and off after it."""
 
-    def __init__(self, run: label_output.Run):
-        self.config = CheckpointConfig(id_column=ROW_ID, checkpoint_path=run.checkpoint,
+    def __init__(self, output: str):
+        # the staging folder goes as a whole once the output is committed
+        self.config = CheckpointConfig(id_column=ROW_ID, checkpoint_path=label_output.checkpoint_path(output),
                                        delete_checkpoint_on_success=False)
 
     def __enter__(self) -> None:
