@@ -119,6 +119,14 @@ def model_version(folder: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def embedding_dimension(folder: str | Path) -> int:
+    """The encoder's hidden size, from its config.json alone (no weights are read or fetched)."""
+    from transformers import AutoConfig
+
+    encoder_config = json.loads(storage.read_text(storage.join(folder, "config.json")))
+    return AutoConfig.for_model(**encoder_config).hidden_size
+
+
 def local_model_folder(folder: str | Path) -> Path:
     """The model folder on this machine's disk: itself when local, else this node's cached copy of it
     (Hugging Face loaders read local files only)."""

@@ -7,7 +7,7 @@ which is what a user needs to fix a config.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import yaml
@@ -53,7 +53,7 @@ class DataSource(_Frozen):
         """The declared format, else the one the file suffix implies."""
         if self.format:
             return self.format
-        suffix = Path(self.path).suffix.lower()
+        suffix = PurePosixPath(self.path).suffix.lower()
         if suffix not in _FORMAT_BY_SUFFIX:
             raise ConfigError(f"{self.path}: cannot tell the format from the suffix {suffix!r}; set format")
         return _FORMAT_BY_SUFFIX[suffix]
@@ -127,7 +127,10 @@ class TrainConfig(_Frozen):
     checkpoints_to_keep: int = Field(default=2, ge=1)
     max_failures: int = Field(default=2, ge=-1)
     log_every_steps: int = Field(default=20, ge=1)
+    # where Ray Train keeps checkpoints (default <output>/ray): a local path or a URI (s3://, gs://)
     storage_path: str | None = None
+    # a local storage_path that every node of the cluster mounts (NFS): allowed on several nodes
+    storage_shared: bool = False
 
 
 class Config(_Frozen):

@@ -20,7 +20,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from mtl.predict import Predictor, Prediction
+from mtl.predict import Prediction, Predictor
 from mtl.tasks import TaskSpec
 
 ENTITY_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("label", pa.string()),

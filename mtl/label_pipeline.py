@@ -23,11 +23,16 @@ import ray
 import ray.data
 from ray.data import ActorPoolStrategy
 from ray.data.checkpoint import CheckpointConfig
-from transformers import AutoConfig
 
 from mtl import label_output, storage
-from mtl.checkpoint import local_model_folder, read_model_description
-from mtl.corpus import ROW_ID, estimate_row_bytes, expand_input, input_format, read_corpus
+from mtl.checkpoint import embedding_dimension, read_model_description
+from mtl.corpus import (
+    ROW_ID,
+    estimate_row_bytes,
+    expand_input,
+    input_format,
+    read_corpus,
+)
 from mtl.label import BatchLabeler, output_columns
 from mtl.tasks import TaskSpec
 
@@ -92,7 +97,7 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
     an unfinished one (a killed run) is resumed."""
     specs = check_options(options)
     output = storage.absolute(options.output)
-    check_output_reachable(output, shared=options.output_shared)
+    check_output_reachable(output, shared=options.output_shared, nodes=sum(node["Alive"] for node in ray.nodes()))
     complete = label_output.completed_files(output)
     if complete is not None and not options.overwrite:
         return LabelSummary(output=output, files=complete, rows=0, seconds=0.0, skipped=True)
@@ -138,10 +143,9 @@ def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], files
     )
 
 
-def check_output_reachable(output: str, *, shared: bool) -> None:
+def check_output_reachable(output: str, *, shared: bool, nodes: int) -> None:
     """Refuse a local output on a cluster of several nodes: each node would write its blocks to its
     own disk and the output seen from here would silently miss rows."""
-    nodes = sum(1 for node in ray.nodes() if node["Alive"])
     if nodes > 1 and storage.is_local(output) and not shared:
         raise ValueError(f"--output: '{output}' is a local path, and this cluster has {nodes} nodes, each "
                          "with its own disk; write to shared storage (s3://, gs://, ...), or pass "
@@ -195,7 +199,7 @@ def batch_rows(options: LabelOptions, row_bytes: int, *, embedding_bytes: int) -
 def _embedding_bytes(options: LabelOptions) -> int:
     if not options.embedding:
         return 0
-    hidden = AutoConfig.from_pretrained(local_model_folder(options.model)).hidden_size
+    hidden = embedding_dimension(options.model)
     return hidden * (4 if options.embedding_dtype == "float32" else 2)
 
 

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 import torch
@@ -31,6 +30,7 @@ from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableE
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 
+from mtl import storage
 from mtl.predict import Prediction, Predictor
 from mtl.service import ServiceSettings, create_api, model_info
 
@@ -226,8 +226,8 @@ class Endpoint:
 def build_app(args: dict) -> serve.Application:
     """The application of serve_config.yaml; ``args`` are ServiceSettings (``model`` at least)."""
     settings = ServiceSettings.model_validate(args)
-    # replicas may start in another folder: pin the model folder where the config was read
-    settings = settings.model_copy(update={"model": str(Path(settings.model).absolute())})
+    # replicas may start in another folder: pin a local model folder where the config was read
+    settings = settings.model_copy(update={"model": storage.absolute(settings.model)})
     model_info(settings.model)  # fail at deploy time, naming the folder, not in every replica
     if settings.model_deployment:
         return Endpoint.bind(settings.model_dump(), ModelReplica.bind(settings.model_dump()))

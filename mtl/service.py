@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from starlette.exceptions import HTTPException
 
-from mtl.checkpoint import model_version, read_model_description
+from mtl.checkpoint import embedding_dimension, model_version, read_model_description
 from mtl.predict import Prediction, Predictor
 
 # at least one character that Python's str.isspace() (the Predictor's test for blank) does not
@@ -188,14 +188,12 @@ def request_models(settings: ServiceSettings, task_names: list[str]) -> tuple[ty
 
 def model_info(folder: str) -> ModelInfo:
     """What ``GET /v1/model`` answers, read from the model folder without loading the weights."""
-    from transformers import AutoConfig
-
     description = read_model_description(folder)
     settings, metadata = description["model"], description.get("metadata", {})
     return ModelInfo(
         version=model_version(folder), encoder=settings["encoder"], pooling=settings["pooling"],
         normalize=settings["normalize"], max_length=settings["max_length"],
-        embedding_dimension=AutoConfig.from_pretrained(folder).hidden_size,
+        embedding_dimension=embedding_dimension(folder),
         tasks=[TaskOut(name=task["name"], kind=task["kind"], labels=task["labels"]) for task in description["tasks"]],
         trained_at=metadata.get("trained_at"), metrics=metadata.get("metrics", {}))
 

@@ -172,6 +172,25 @@ def upload_folder(local: str | os.PathLike, target: str | os.PathLike, *, last: 
         write_bytes(join(target, *path.relative_to(local).parts), path.read_bytes())
 
 
+def replace_folder(local: str | os.PathLike, target: str | os.PathLike, *, last: str) -> None:
+    """Put a local folder at ``target`` in place of what was there (a folder this project wrote).
+
+    Locally the copy is renamed into place, whole or not at all. Object storage has no rename: the
+    old folder's ``last`` file goes first, so that it stops reading as complete, and the new one's last.
+    """
+    filesystem, inner = resolve(target)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        staging = Path(f"{inner}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(local, staging)
+        shutil.rmtree(inner, ignore_errors=True)
+        staging.rename(inner)
+        return
+    delete_file(join(target, last))
+    delete_folder(target)
+    upload_folder(local, target, last=last)
+
+
 def download_folder(source: str | os.PathLike, local: str | os.PathLike) -> None:
     """Copy every file under ``source`` into the local folder ``local``."""
     filesystem, inner = resolve(source)

@@ -11,7 +11,7 @@ import pytest
 from mtl.checkpoint import save_model_folder
 from mtl.corpus import estimate_row_bytes, expand_input, input_format
 from mtl.label import BatchLabeler, output_columns
-from mtl.label_pipeline import LabelOptions, batch_rows, plan_actors
+from mtl.label_pipeline import LabelOptions, batch_rows, check_output_reachable, plan_actors
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,11 @@ def test_wide_rows_make_smaller_batches(tmp_path):
     assert 1000 <= estimate_row_bytes(str(tmp_path / "wide.parquet"), pa.fs.LocalFileSystem(), "parquet") < 1100
     (tmp_path / "lines.txt").write_text("abcdefghi\n" * 1000)
     assert estimate_row_bytes(str(tmp_path / "lines.txt"), pa.fs.LocalFileSystem(), "text") == 10
+
+
+def test_a_local_output_is_refused_on_a_cluster_of_several_nodes_unless_shared():
+    with pytest.raises(ValueError, match="local path, and this cluster has 2 nodes.*--output-shared"):
+        check_output_reachable("/data/out", shared=False, nodes=2)
+    check_output_reachable("/data/out", shared=True, nodes=2)
+    check_output_reachable("s3://bucket/out", shared=False, nodes=2)
+    check_output_reachable("/data/out", shared=False, nodes=1)

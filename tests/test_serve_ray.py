@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import yaml
@@ -35,9 +36,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def endpoint_config(model_dir, port: int) -> dict:
+def endpoint_config(model_dir, port: int, main_model: str) -> dict:
     """Two applications: "mtl" with the model in a deployment of its own (two replicas, for the
-    kill test), and "tight", colocated, with queues of one (for the overload test)."""
+    kill test) read from ``main_model`` (on S3), and "tight", colocated, with queues of one (for the
+    overload test)."""
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=port)
     tight = config["applications"][0]
@@ -48,7 +50,7 @@ def endpoint_config(model_dir, port: int) -> dict:
     tight["deployments"][0].pop("autoscaling_config")
     main = copy.deepcopy(tight)
     main.update(name="mtl", route_prefix="/")
-    main["args"].update(model_deployment=True, batch_wait_timeout_s=0.05)
+    main["args"].update(model=main_model, model_deployment=True, batch_wait_timeout_s=0.05)
     main["deployments"] = [
         {"name": "Endpoint", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
         {"name": "ModelReplica", "num_replicas": 2, "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0.5}},
@@ -58,12 +60,24 @@ def endpoint_config(model_dir, port: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, tiny_model_dir, tmp_path_factory, handle_loop):
+def s3_model(tiny_model_dir, s3_server) -> str:
+    """The tiny model folder uploaded to the session's S3 server, as a cluster would serve it."""
+    import boto3
+
+    from mtl import storage
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="serving")
+    storage.upload_folder(tiny_model_dir, "s3://serving/model", last="mtl.json")
+    return "s3://serving/model"
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_local, tiny_model_dir, s3_model, tmp_path_factory, handle_loop):
     from ray import serve
 
     port = free_port()
     config_path = tmp_path_factory.mktemp("serve") / "serve_config.yaml"
-    config_path.write_text(yaml.safe_dump(endpoint_config(tiny_model_dir, port)))
+    config_path.write_text(yaml.safe_dump(endpoint_config(tiny_model_dir, port, s3_model)))
     address = ray_local.get_runtime_context().gcs_address
     command = [str(SERVE_CLI), "run", "--non-blocking", "--address", address, str(config_path)]
     subprocess.run(command, cwd=REPO, check=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -130,6 +144,18 @@ def test_every_route_answers_through_serve(endpoint, ray_local):
     assert requests.get(f"{endpoint}/docs", timeout=10).status_code == 200
     bad = requests.post(f"{endpoint}/v1/predict", json={"texts": ["a"] * 9}, timeout=10)
     assert bad.status_code == 422 and bad.json()["error"].startswith("texts:")
+
+
+def test_the_model_on_s3_is_served_from_one_cached_copy_per_node(endpoint, tiny_model_dir, model_cache):
+    from mtl.checkpoint import model_version
+
+    served = requests.get(f"{endpoint}/v1/model", timeout=10).json()
+    assert served["version"] == model_version(tiny_model_dir)
+    local = requests.post(f"{endpoint}/tight/v1/embed", json={"texts": TEXTS}, timeout=30).json()["embeddings"]
+    remote = requests.post(f"{endpoint}/v1/embed", json={"texts": TEXTS}, timeout=30).json()["embeddings"]
+    assert np.allclose(remote, local, atol=1e-5)
+    copies = [folder for folder in (model_cache / "models").iterdir() if not folder.name.startswith(".")]
+    assert len(copies) == 1 and (copies[0] / "heads.safetensors").is_file()
 
 
 def test_concurrent_requests_share_model_batches(endpoint, replica_stats):

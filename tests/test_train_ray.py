@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DEMO, s3_keys
 
+from mtl import storage
 from mtl.config import validate_config
 from mtl.predict import Predictor
 from mtl.train.trainer import fit
@@ -33,11 +35,11 @@ def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, ti
     predictor = Predictor.from_folder(summary.best_model, device="cpu")
     [answer] = predictor.predict(["Alice flew to Paris, it was great."])
     assert answer.labels["sentiment"].label in {"positive", "negative"}
-    stored = json.loads(summary.metrics_file.read_text())
+    stored = json.loads(Path(summary.metrics_file).read_text())
     assert set(stored) >= {"best", "history", "steps", "resumes"}
-    assert {path.name for path in summary.plots} == {"learning_curve_sentiment.png", "learning_curve_ner.png",
-                                                     "confusion_sentiment.png"}
-    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in summary.plots)
+    assert {Path(path).name for path in summary.plots} == {"learning_curve_sentiment.png", "learning_curve_ner.png",
+                                                           "confusion_sentiment.png"}
+    assert all(Path(path).read_bytes()[:4] == b"\x89PNG" for path in summary.plots)
     assert "combined" in summary.table()
 
 
@@ -51,12 +53,12 @@ def test_rerun_with_the_same_output_resumes_instead_of_starting_over(ray_local, 
     assert [entry["epoch"] for entry in again.history] == [1, 2]
 
 
-def kill_a_worker_after_first_checkpoint(run_folder: Path, deadline: float) -> int:
+def kill_a_worker_after_first_checkpoint(run_folder: str, deadline: float) -> int:
     from ray._private import state  # the GCS actor table; the public state API needs the dashboard
 
     while time.time() < deadline:
         # the snapshot is written once a reported checkpoint is registered, not while it is uploading
-        if (run_folder / "checkpoint_manager_snapshot.json").exists():
+        if storage.is_file(storage.join(run_folder, "checkpoint_manager_snapshot.json")):
             workers = [actor["Pid"] for actor in state.actors().values()
                        if actor["ActorClassName"] == "RayTrainWorker" and actor["State"] == "ALIVE"]
             if workers:
@@ -66,17 +68,29 @@ def kill_a_worker_after_first_checkpoint(run_folder: Path, deadline: float) -> i
     raise AssertionError("no checkpoint appeared in time")
 
 
-def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(ray_local, tiny_encoder_dir, tmp_path):
-    raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), epochs=6, max_examples_per_task=128,
+def test_on_s3_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
+        ray_local, tiny_encoder_dir, bucket, tmp_path, monkeypatch):
+    """Data, checkpoints and the exported model all on S3, as on a cluster with no shared disk."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("train.jsonl", "eval.jsonl"):
+        storage.write_bytes(f"{bucket}/data/{name}", (DEMO / name).read_bytes())
+    raw = demo_config(str(tiny_encoder_dir), f"{bucket}/run", epochs=6, max_examples_per_task=128,
                       loss_weighting="dwa", grad_accumulation=2, max_failures=2)
+    for task in raw["tasks"]:
+        task["train"]["path"], task["eval"]["path"] = f"{bucket}/data/train.jsonl", f"{bucket}/data/eval.jsonl"
     outcome = {}
     training = threading.Thread(target=lambda: outcome.update(summary=fit(validate_config(raw))))
     training.start()
-    killed = kill_a_worker_after_first_checkpoint(tmp_path / "run" / "ray" / "mtl-train", time.time() + 240)
+    killed = kill_a_worker_after_first_checkpoint(f"{bucket}/run/ray/mtl-train", time.time() + 240)
     training.join(timeout=300)
     assert not training.is_alive(), "training did not finish after the worker was killed"
     summary = outcome["summary"]
     assert killed and summary.resumes == 1
     assert summary.steps == expected_steps(128, 1, 16, 6, accumulation=2)
     assert [entry["epoch"] for entry in summary.history] == [1, 2, 3, 4, 5, 6]
+    assert summary.best_model == f"{bucket}/run/best"
     Predictor.from_folder(summary.best_model, device="cpu")
+    assert json.loads(storage.read_text(summary.metrics_file))["resumes"] == 1
+    keys = s3_keys(bucket, "run/")
+    assert "run/best/mtl.json" in keys and any(key.startswith("run/ray/mtl-train/checkpoint_") for key in keys)
+    assert list(tmp_path.iterdir()) == [], "a run on S3 wrote into the working folder"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 
+from mtl import storage
 from mtl.config import DataSource
 from mtl.errors import DataError
 from mtl.tasks import TaskKind, iob1_to_iob2, is_bio_tag
@@ -25,9 +25,10 @@ DOCSTART = "-DOCSTART-"
 
 
 def read_rows(source: DataSource, kind: TaskKind) -> list[dict]:
-    """Read every row of ``source`` for a task of ``kind``; raise DataError naming file and line."""
-    path = Path(source.path)
-    if not path.is_file():
+    """Read every row of ``source`` (a local path or a URI) for a task of ``kind``; raise DataError
+    naming file and line."""
+    path = source.path
+    if not storage.is_file(path):
         raise DataError(f"{path}: no such file")
     fmt = source.resolved_format
     if fmt == "conll":
@@ -44,7 +45,7 @@ def read_rows(source: DataSource, kind: TaskKind) -> list[dict]:
     return rows
 
 
-def _read_conll(path: Path, source: DataSource) -> Iterator[dict]:
+def _read_conll(path: str, source: DataSource) -> Iterator[dict]:
     tokens, tags, start = [], [], 0
     for number, line in enumerate(_lines(path, source.encoding), start=1):
         fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
@@ -73,22 +74,22 @@ def _read_conll(path: Path, source: DataSource) -> Iterator[dict]:
         yield _tagging_rows_checked(tokens, tags, f"{path}:{start}", source)
 
 
-def _lines(path: Path, encoding: str) -> Iterator[str]:
+def _lines(path: str, encoding: str) -> Iterator[str]:
     try:
-        with path.open(encoding=encoding, newline="") as handle:
+        with storage.open_text(path, encoding) as handle:
             yield from handle
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not {encoding} text ({error.reason} at byte {error.start}); set encoding") from None
 
 
-def _table_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]:
+def _table_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
     """CSV/TSV records keyed by column name (with a header) or by index (without one).
 
     TSV is read with quoting off, as GLUE files need (their texts hold bare quotes); CSV follows
     RFC 4180, so quoted fields may span lines.
     """
     tsv = source.resolved_format == "tsv"
-    with path.open(encoding=source.encoding, newline="") as handle:
+    with storage.open_text(path, source.encoding) as handle:
         reader = csv.reader(handle, delimiter="\t" if tsv else ",",
                             quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
         header = None
@@ -111,7 +112,7 @@ def _table_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]
             raise DataError(f"{path}: not {source.encoding} text ({error.reason}); set encoding") from None
 
 
-def _jsonl_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]:
+def _jsonl_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
     for number, line in enumerate(_lines(path, source.encoding), start=1):
         if not line.strip():
             continue
@@ -124,8 +125,9 @@ def _jsonl_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]
         yield record, f"{path}:{number}"
 
 
-def _parquet_records(path: Path, source: DataSource) -> Iterator[tuple[dict, str]]:
-    table = pq.read_table(path)
+def _parquet_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
+    with storage.open_binary(path) as stream:
+        table = pq.read_table(stream)
     for number, record in enumerate(table.to_pylist(), start=1):
         yield record, f"{path}:row {number}"
 

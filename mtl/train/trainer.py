@@ -4,13 +4,17 @@
 dataset per task, split evenly across workers), runs ``train_loop_per_worker`` on every worker, and
 copies the best checkpoint's model folder to ``<output>/best`` with a metrics file and plots.
 A run writes its checkpoints under ``<output>/ray`` (or ``train.storage_path``) with a fixed name,
-so running it again with the same output resumes it instead of starting over.
+so running it again with the same output resumes it instead of starting over. ``output`` and
+``storage_path`` may be local paths or URIs (``s3://...``); on a cluster of several nodes the
+checkpoints must be on storage every node reaches, or a worker restarted on another node cannot
+restore them.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +23,10 @@ import ray.data
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from mtl import storage
+from mtl.checkpoint import SPEC_FILE
 from mtl.config import Config
+from mtl.errors import ConfigError
 from mtl.train.loop import MODEL_DIR, STATE_FILE, TrainState, train_loop_per_worker
 from mtl.train.prepare import prepare_data
 from mtl.train.report import (
@@ -34,9 +41,9 @@ RUN_NAME = "mtl-train"
 
 @dataclass
 class TrainingSummary:
-    best_model: Path
-    metrics_file: Path
-    plots: list[Path]
+    best_model: str     # local path or URI, as ``output`` was given
+    metrics_file: str
+    plots: list[str]
     best: dict
     history: list[dict]
     steps: int
@@ -62,7 +69,7 @@ def build_trainer(config: Config) -> TorchTrainer:
     gpu = use_gpu(config)
     datasets = {f"train_{task}": ray.data.from_items(features)
                 for task, features in prepared.train_features.items()}
-    storage = settings.storage_path or str((Path(config.output) / "ray").resolve())
+    checkpoints = checkpoint_storage(config, nodes=sum(node["Alive"] for node in ray.nodes()))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in prepared.specs],
@@ -72,13 +79,28 @@ def build_trainer(config: Config) -> TorchTrainer:
                                      placement_strategy=settings.placement_strategy),
         run_config=RunConfig(
             name=RUN_NAME,
-            storage_path=storage,
+            storage_path=checkpoints,
             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep,
                                                checkpoint_score_attribute="combined", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=settings.max_failures),
         ),
         datasets=datasets,
     )
+
+
+def checkpoint_storage(config: Config, *, nodes: int) -> str:
+    """Where Ray Train keeps the run's checkpoints: ``train.storage_path``, else ``<output>/ray``.
+
+    A local path on a cluster of several nodes is refused unless ``train.storage_shared`` says
+    every node mounts it: a worker restarted on another node would find no checkpoint to resume.
+    """
+    location = storage.absolute(config.train.storage_path or storage.join(config.output, "ray"))
+    if nodes > 1 and storage.is_local(location) and not config.train.storage_shared:
+        raise ConfigError(f"config error: train.storage_path: '{location}' is a local path, and this cluster "
+                          f"has {nodes} nodes, each with its own disk; use shared storage (s3://, gs://, ...) "
+                          "for output or train.storage_path, or set train.storage_shared=true if every "
+                          "node mounts this path")
+    return location
 
 
 def fit(config: Config) -> TrainingSummary:
@@ -89,30 +111,36 @@ def fit(config: Config) -> TrainingSummary:
     best_checkpoint = result.get_best_checkpoint(metric="combined", mode="max")
     if best_checkpoint is None:
         raise RuntimeError("training reported no checkpoint")
-    return export_run(Path(config.output), best_checkpoint, result.checkpoint)
+    return export_run(config.output, best_checkpoint, result.checkpoint)
 
 
-def export_run(output: Path, best_checkpoint, latest_checkpoint) -> TrainingSummary:
-    """Copy the best model folder to ``<output>/best`` (whole or not at all) and write the reports."""
-    output.mkdir(parents=True, exist_ok=True)
-    with latest_checkpoint.as_directory() as folder:
-        # through TrainState, so a checkpoint written before a field existed gets its default
-        state = asdict(TrainState(**json.loads((Path(folder) / STATE_FILE).read_text())["state"]))
-    history = state["history"]
-    target, staging = output / "best", output / "best.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    with best_checkpoint.as_directory() as folder:
-        shutil.copytree(Path(folder) / MODEL_DIR, staging)
-        best = json.loads((staging / "mtl.json").read_text())["metadata"]["metrics"]
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    # a worker's own rate; with W workers the job trains about W times as many sentences per second
-    rate = state["train_sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
-    metrics_file = write_metrics(output, {"best": best, "history": history, "steps": state["step"],
-                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"],
-                                          "sentences_per_second_per_worker": rate,
-                                          "placements": state["placements"]})
-    plots = plot_learning_curves(output, history) + plot_confusion_matrices(output, best)
-    return TrainingSummary(best_model=target, metrics_file=metrics_file, plots=plots, best=best, history=history,
-                           steps=state["step"], resumes=state["resumes"], sentences_per_second=rate,
-                           placements=state["placements"])
+def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSummary:
+    """Copy the best model folder to ``<output>/best`` and write the reports beside it.
+
+    Everything is written to a local folder first and then published to ``output`` (local or a
+    URI); the model folder's ``mtl.json`` goes last, so a reader never loads half a model.
+    """
+    output = storage.absolute(output)
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch)
+        with latest_checkpoint.as_directory() as folder:
+            # through TrainState, so a checkpoint written before a field existed gets its default
+            state = asdict(TrainState(**json.loads((Path(folder) / STATE_FILE).read_text())["state"]))
+        with best_checkpoint.as_directory() as folder:
+            shutil.copytree(Path(folder) / MODEL_DIR, local / "best")
+        best = json.loads((local / "best" / SPEC_FILE).read_text())["metadata"]["metrics"]
+        history = state["history"]
+        # a worker's own rate; with W workers the job trains about W times as many sentences per second
+        rate = state["train_sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
+        reports = [write_metrics(local, {"best": best, "history": history, "steps": state["step"],
+                                         "resumes": state["resumes"], "stopped_early": state["stopped_early"],
+                                         "sentences_per_second_per_worker": rate,
+                                         "placements": state["placements"]})]
+        reports += plot_learning_curves(local, history) + plot_confusion_matrices(local, best)
+        storage.replace_folder(local / "best", storage.join(output, "best"), last=SPEC_FILE)
+        for report in reports:
+            storage.write_bytes(storage.join(output, report.name), report.read_bytes())
+    published = [storage.join(output, report.name) for report in reports]
+    return TrainingSummary(best_model=storage.join(output, "best"), metrics_file=published[0], plots=published[1:],
+                           best=best, history=history, steps=state["step"], resumes=state["resumes"],
+                           sentences_per_second=rate, placements=state["placements"])
