@@ -2,15 +2,19 @@
 
     python scripts/multinode_e2e.py [--keep-logs DIR]
 
-Starts a head node and a second node with `ray start` (two separate node processes on 127.0.0.1,
-each with its own CPU budget, token authentication on), then:
+Starts an S3-compatible server (moto) and a head node and a second node with `ray start` (two
+separate node processes on 127.0.0.1, each with its own CPU budget and temp folder, token
+authentication on). The nodes share no folder for outputs: every output goes through the S3 server,
+as on a cluster whose nodes have only their own disks. Then:
 
-1. `ray job submit` of training with two workers spread over the nodes; checks from the job's own
-   report that the ranks ran on different nodes;
-2. `ray job submit` of labeling on the demo corpus; checks the output row count;
-3. `serve deploy` of serve_config.yaml with a replica on each node; gets an answer from each;
+1. `ray job submit` of training with two workers spread over the nodes, output and checkpoints on
+   S3; checks from the job's own report that the ranks ran on different nodes;
+2. `ray job submit` of labeling, corpus, model and output on S3; checks the output row count, and
+   that a local output is refused on the two nodes;
+3. `serve deploy` of serve_config.yaml with the model on S3 and a replica on each node; gets an
+   answer from each;
 4. training again, killing the second node after the first checkpoint; checks that the job
-   still succeeds, restarted on the head node.
+   still succeeds, restarted on the head node from the checkpoint on S3.
 
 The nodes are stopped whatever happens (their process groups are killed; `ray stop` is not used,
 since it would stop every Ray on the machine). Prints how long each step took; exits non-zero
@@ -35,7 +39,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from mtl import storage  # noqa: E402  (the repository, wherever the script is started)
+
 BIN = Path(sys.executable).parent
+BUCKET = "s3://e2e"
 FAST_TRAINING = ["--set", "train.max_examples_per_task=48", "--set", "train.batch_size=8",
                  "--set", "train.num_workers=2", "--set", "train.placement_strategy=SPREAD",
                  "--set", "train.cpus_per_worker=1", "--set", "model.max_length=32"]
@@ -47,10 +55,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class ObjectStorage:
+    """moto's S3 server on loopback, with the bucket BUCKET; its settings go to every Ray node."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "e2e",
+                    "AWS_SECRET_ACCESS_KEY": "e2e", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def start(self) -> None:
+        import logging
+
+        import boto3
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+        self.server.start()
+        os.environ.update(self.env)
+        boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=BUCKET.removeprefix("s3://"))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 class LocalCluster:
     """Two Ray nodes on loopback, each a `ray start --block` process in its own process group."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, object_storage: dict):
         self.work = work
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -59,7 +93,9 @@ class LocalCluster:
                     "RAY_USAGE_STATS_ENABLED": "0",
                     # one proxy for both nodes (they share 127.0.0.1 and so the port): let it route
                     # to the other node's replica too, instead of preferring its own node's
-                    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+                    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
+                    # each node caches models from S3 in its own folder, as on separate machines
+                    **object_storage}
         self.nodes: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
@@ -84,7 +120,9 @@ class LocalCluster:
         ports = [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                         "runtime-env-agent-port", "metrics-export-port")]
         log = open(self.work / f"{name}.log", "w")
-        self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments, *ports], env={**self.env, **env}, stdout=log,
+        cache = {"MTL_CACHE_DIR": str(self.work / f"cache-{name}")}
+        self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments, *ports],
+                                            env={**self.env, **env, **cache}, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive_nodes(self) -> list[str]:
@@ -157,29 +195,38 @@ def placements(logs: str) -> list[list[str]]:
     return [re.findall(r"rank \d+ on node (\w+)", line) for line in logs.splitlines() if line.startswith("workers (")]
 
 
-def train_on_two_nodes(cluster: LocalCluster, output: Path) -> str:
+def train_on_two_nodes(cluster: LocalCluster, output: str) -> str:
     logs = cluster.wait_for_job(cluster.submit(
         ["python", "-m", "jobs.train", "--config", "jobs/configs/demo.yaml", "--set", "train.epochs=1",
          "--set", f"output={output}", *FAST_TRAINING]))
     [first] = placements(logs)
     assert len(first) == 2 and first[0] != first[1], f"workers not on two nodes: {first}"
-    assert (output / "best" / "mtl.json").exists()
-    return f"ranks on nodes {first[0][:8]} and {first[1][:8]}"
+    assert storage.is_file(f"{output}/best/mtl.json") and storage.list_files(f"{output}/ray/mtl-train")
+    return f"ranks on nodes {first[0][:8]} and {first[1][:8]}, model and checkpoints in {output}"
 
 
-def label_on_the_cluster(cluster: LocalCluster, model: Path, output: Path) -> str:
+def label_on_the_cluster(cluster: LocalCluster, model: str, output: str) -> str:
     import pyarrow.dataset as pads
 
     corpus = REPO / "data" / "demo" / "corpus.txt"
-    cluster.wait_for_job(cluster.submit(["python", "-m", "jobs.label", "--model", str(model), "--input", str(corpus),
-                                         "--output", str(output), "--actors", "1,2"]))
-    rows = pads.dataset(str(output), format="parquet").count_rows()
+    storage.write_bytes(f"{BUCKET}/corpus/corpus.txt", corpus.read_bytes())
+    cluster.wait_for_job(cluster.submit(["python", "-m", "jobs.label", "--model", model, "--input",
+                                         f"{BUCKET}/corpus/", "--output", output, "--actors", "1,2"]))
+    filesystem, path = storage.resolve(output)
+    rows = pads.dataset(path, filesystem=filesystem, format="parquet").count_rows()
     lines = len(corpus.read_text().splitlines())
     assert rows == lines, f"{rows} output rows for {lines} input lines"
-    return f"{rows} rows"
+    try:
+        cluster.wait_for_job(cluster.submit(["python", "-m", "jobs.label", "--model", model, "--input",
+                                             f"{BUCKET}/corpus/", "--output", str(cluster.work / "local-labels")]))
+    except RuntimeError as refused:
+        assert "write to shared storage" in str(refused), str(refused)[-2000:]
+    else:
+        raise AssertionError("a local output on two nodes was not refused")
+    return f"{rows} rows in {output}; a local output refused"
 
 
-def serve_from_each_node(cluster: LocalCluster, model: Path, work: Path) -> str:
+def serve_from_each_node(cluster: LocalCluster, model: str, work: Path) -> str:
     import requests
     import yaml
 
@@ -188,7 +235,7 @@ def serve_from_each_node(cluster: LocalCluster, model: Path, work: Path) -> str:
     config["proxy_location"] = "HeadOnly"  # both nodes share 127.0.0.1: one proxy can have the port
     config["http_options"]["port"] = port
     application = config["applications"][0]
-    application["args"]["model"] = str(model)
+    application["args"]["model"] = model
     deployment = application["deployments"][0]
     deployment.pop("autoscaling_config")
     deployment.update(num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.5})
@@ -204,15 +251,17 @@ def serve_from_each_node(cluster: LocalCluster, model: Path, work: Path) -> str:
             time.sleep(1)
     cluster.run(["serve", "shutdown", "-y", "--address", cluster.env["RAY_ADDRESS"]])
     assert len(seen) == 2, f"answers came from {len(seen)} node(s)"
-    return "answers from nodes " + " and ".join(sorted(node[:8] for node in seen))
+    cached = [name for name in ("head", "worker") if any((work / f"cache-{name}" / "models").glob("[!.]*"))]
+    assert cached == ["head", "worker"], f"the model from S3 was cached on {cached} only"
+    return "answers from nodes " + " and ".join(sorted(node[:8] for node in seen)) + ", model fetched once per node"
 
 
-def survive_losing_a_node(cluster: LocalCluster, output: Path) -> str:
+def survive_losing_a_node(cluster: LocalCluster, output: str) -> str:
     job = cluster.submit(["python", "-m", "jobs.train", "--config", "jobs/configs/demo.yaml", "--set", "train.epochs=4",
                           "--set", "train.max_failures=3", "--set", f"output={output}", *FAST_TRAINING])
-    snapshot = output / "ray" / "mtl-train" / "checkpoint_manager_snapshot.json"
+    snapshot = f"{output}/ray/mtl-train/checkpoint_manager_snapshot.json"
     deadline = time.time() + 600
-    while not snapshot.exists():
+    while not storage.is_file(snapshot):
         if time.time() > deadline:
             raise RuntimeError("no checkpoint before the node was to be stopped")
         time.sleep(0.5)
@@ -220,9 +269,9 @@ def survive_losing_a_node(cluster: LocalCluster, output: Path) -> str:
     logs = cluster.wait_for_job(job)
     runs = placements(logs)
     assert len(runs) >= 2, f"the workers never restarted: {runs}"
-    metrics = json.loads((output / "metrics.json").read_text())
+    metrics = json.loads(storage.read_text(f"{output}/metrics.json"))
     assert metrics["resumes"] >= 1 and [entry["epoch"] for entry in metrics["history"]][-1] == 4
-    return f"restarted {len(runs) - 1}x, then on nodes {', '.join(node[:8] for node in runs[-1])}"
+    return f"restarted {len(runs) - 1}x from the checkpoint on S3, then on nodes {', '.join(node[:8] for node in runs[-1])}"
 
 
 @contextmanager
@@ -238,24 +287,27 @@ def main() -> int:
     parser.add_argument("--keep-logs", type=Path, help="copy the node logs here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mtl-multinode-"))
-    cluster, times, results = LocalCluster(work), {}, {}
+    object_storage = ObjectStorage()
+    cluster, times, results = LocalCluster(work, object_storage.env), {}, {}
     try:
-        with timed("start two nodes", times):
+        with timed("start S3 and two nodes", times):
+            object_storage.start()
             cluster.start()
         with timed("1. train, two workers on two nodes", times):
-            results["train"] = train_on_two_nodes(cluster, work / "train")
+            results["train"] = train_on_two_nodes(cluster, f"{BUCKET}/train")
         with timed("2. label the demo corpus", times):
-            results["label"] = label_on_the_cluster(cluster, work / "train" / "best", work / "labels")
+            results["label"] = label_on_the_cluster(cluster, f"{BUCKET}/train/best", f"{BUCKET}/labels")
         with timed("3. serve deploy, a replica per node", times):
-            results["serve"] = serve_from_each_node(cluster, work / "train" / "best", work)
+            results["serve"] = serve_from_each_node(cluster, f"{BUCKET}/train/best", work)
         with timed("4. train, second node stopped mid-run", times):
-            results["fault"] = survive_losing_a_node(cluster, work / "fault")
+            results["fault"] = survive_losing_a_node(cluster, f"{BUCKET}/fault")
     except Exception as error:  # report and tear down; the exit code says it failed
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
     finally:
         with timed("tear down", times):
             cluster.stop()
+            object_storage.stop()
         if args.keep_logs:
             shutil.copytree(work, args.keep_logs, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(
                 "sockets", "runtime_resources", "*.parquet", "*.safetensors", "*.pkl"))
