@@ -14,14 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mtl.errors import ConfigError
+from mtl.formats import LABELED_DATA_SUFFIXES
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 DataFormat = Literal["conll", "csv", "tsv", "jsonl", "parquet"]
-_FORMAT_BY_SUFFIX = {
-    ".conll": "conll", ".txt": "conll", ".train": "conll", ".testa": "conll", ".testb": "conll",
-    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
-}
 
 
 class _Frozen(BaseModel):
@@ -54,9 +51,9 @@ class DataSource(_Frozen):
         if self.format:
             return self.format
         suffix = PurePosixPath(self.path).suffix.lower()
-        if suffix not in _FORMAT_BY_SUFFIX:
+        if suffix not in LABELED_DATA_SUFFIXES:
             raise ConfigError(f"{self.path}: cannot tell the format from the suffix {suffix!r}; set format")
-        return _FORMAT_BY_SUFFIX[suffix]
+        return LABELED_DATA_SUFFIXES[suffix]
 
 
 class TaskConfig(_Frozen):
@@ -142,7 +139,7 @@ class Config(_Frozen):
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
-    def _task_names_unique(self) -> "Config":
+    def _task_names_unique(self) -> Config:
         names = [task.name for task in self.tasks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

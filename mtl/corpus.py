@@ -22,13 +22,12 @@ from ray.data._internal.datasource.text_datasource import TextDatasource
 from ray.data.datasource import FileBasedDatasource
 
 from mtl import storage
+from mtl.formats import CORPUS_SUFFIXES, dialect
 
 ROW_ID = "row_id"
 ROW_BITS = 40  # rows per file up to 10^12; files up to 2^23
 SAMPLE_BYTES = 1024**2
 SAMPLE_ROWS = 1000
-FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
-           ".txt": "text", ".text": "text"}
 
 
 def expand_input(pattern: str) -> tuple[list[str], pafs.FileSystem]:
@@ -72,7 +71,7 @@ def input_format(files: list[str], declared: str | None) -> str:
     if declared:
         return declared
     suffixes = {PurePosixPath(name).suffix.lower() for name in files}
-    formats = {FORMATS.get(suffix) for suffix in suffixes}
+    formats = {CORPUS_SUFFIXES.get(suffix) for suffix in suffixes}
     if len(formats) != 1 or None in formats:
         raise ValueError(f"--input: cannot tell one format from the suffixes {sorted(suffixes)}; pass --format")
     return formats.pop()
@@ -127,8 +126,9 @@ def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_co
     if fmt == "parquet":
         source = NumberedParquet(files, **options)
     elif fmt in ("csv", "tsv"):
-        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else \
-            pacsv.ParseOptions(newlines_in_values=True)
+        rules = dialect(fmt)
+        parse = pacsv.ParseOptions(delimiter=rules.delimiter, quote_char='"' if rules.quoted else False,
+                                   newlines_in_values=rules.quoted)
         convert = pacsv.ConvertOptions(column_types={text_column: pa.string()})
         source = NumberedCSV(files, arrow_csv_args={"parse_options": parse, "convert_options": convert}, **options)
     elif fmt == "jsonl":  # raw lines, parsed by the labeler: one bad line is one bad row

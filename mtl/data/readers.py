@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 
 from mtl import storage
 from mtl.config import DataSource
 from mtl.errors import DataError
+from mtl.formats import dialect
 from mtl.tasks import TaskKind, iob1_to_iob2, is_bio_tag
 
 DOCSTART = "-DOCSTART-"
@@ -83,15 +84,12 @@ def _lines(path: str, encoding: str) -> Iterator[str]:
 
 
 def _table_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
-    """CSV/TSV records keyed by column name (with a header) or by index (without one).
-
-    TSV is read with quoting off, as GLUE files need (their texts hold bare quotes); CSV follows
-    RFC 4180, so quoted fields may span lines.
-    """
-    tsv = source.resolved_format == "tsv"
+    """CSV/TSV records keyed by column name (with a header) or by index (without one), read by the
+    rules of ``mtl.formats``."""
+    rules = dialect(source.resolved_format)
     with storage.open_text(path, source.encoding) as handle:
-        reader = csv.reader(handle, delimiter="\t" if tsv else ",",
-                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        reader = csv.reader(handle, delimiter=rules.delimiter,
+                            quoting=csv.QUOTE_MINIMAL if rules.quoted else csv.QUOTE_NONE)
         header = None
         try:
             for fields in reader:
