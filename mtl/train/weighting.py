@@ -7,6 +7,7 @@ the model (and is wrapped by DDP with it, so every worker keeps the same values)
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -17,8 +18,10 @@ class LossWeighting(nn.Module):
     """Weights task losses.
 
     - ``static``: a fixed weight per task (``tasks[i].weight`` in the config).
-    - ``uncertainty`` (Kendall, Gal and Cipolla, 2018): learns a log-variance ``s`` per task and
-      uses ``exp(-s) * loss + s``, so noisy or hard tasks are down-weighted automatically.
+    - ``uncertainty`` (Kendall, Gal and Cipolla, 2018): learns a log-variance ``s = log sigma^2`` per
+      task and uses the paper's form for a classification likelihood (every task here is a softmax
+      cross-entropy), ``exp(-s) * loss + s / 2``, so noisy or hard tasks are down-weighted
+      automatically; at the optimum ``exp(-s) = 1 / (2 * loss)``.
     - ``dwa``, dynamic weight averaging (Liu, Johns and Davison, 2019): after each epoch, a task
       whose loss fell slowly gets more weight: ``w_i = K * softmax(r_i / T)``, with ``r_i`` the
       ratio of its last two epoch losses. The first two epochs use weight 1.
@@ -42,7 +45,7 @@ class LossWeighting(nn.Module):
         """The weighted loss of one task's batch."""
         if self.strategy == "uncertainty":
             log_variance = self.log_variances[self.tasks.index(task)]
-            return torch.exp(-log_variance) * loss + log_variance
+            return torch.exp(-log_variance) * loss + log_variance / 2
         if self.strategy == "dwa":
             return self.dwa_weights[task] * loss
         return self.static_weights[task] * loss
@@ -63,10 +66,10 @@ class LossWeighting(nn.Module):
         weights = len(self.tasks) * torch.softmax(ratios / self.dwa_temperature, dim=0)
         self.dwa_weights = dict(zip(self.tasks, weights.tolist()))
 
-    def state(self) -> dict:
-        """What a checkpoint must keep beyond the parameters (the DWA history)."""
-        return {"epoch_losses": self.epoch_losses, "dwa_weights": self.dwa_weights}
+    def get_extra_state(self) -> dict:
+        """The DWA history, kept in ``state_dict()`` beside the learned parameters."""
+        return copy.deepcopy({"epoch_losses": self.epoch_losses, "dwa_weights": self.dwa_weights})
 
-    def restore(self, state: dict) -> None:
-        self.epoch_losses = state["epoch_losses"]
-        self.dwa_weights = state["dwa_weights"]
+    def set_extra_state(self, state: dict) -> None:
+        self.epoch_losses = copy.deepcopy(state["epoch_losses"])
+        self.dwa_weights = dict(state["dwa_weights"])
