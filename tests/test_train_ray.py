@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import DEMO, s3_keys
+from train_configs import demo_config
 
 from mtl import storage
 from mtl.config import validate_config
+from mtl.data.readers import read_rows
 from mtl.predict import Predictor
+from mtl.train.evaluate import evaluate
 from mtl.train.trainer import fit
-from train_configs import demo_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -32,9 +34,11 @@ def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, ti
     assert summary.steps == expected_steps(64, 2, 16, 2)
     assert [entry["epoch"] for entry in summary.history] == [1, 2]
     assert summary.best["combined"] == max(entry["combined"] for entry in summary.history)
+    # the exported folder is the best model: evaluated again, it scores what training reported for it
     predictor = Predictor.from_folder(summary.best_model, device="cpu")
-    [answer] = predictor.predict(["Alice flew to Paris, it was great."])
-    assert answer.labels["sentiment"].label in {"positive", "negative"}
+    config = validate_config(raw)
+    eval_rows = {task.name: read_rows(task.eval, task.kind) for task in config.tasks}
+    assert evaluate(predictor, eval_rows)["combined"] == pytest.approx(summary.best["combined"], abs=1e-6)
     stored = json.loads(Path(summary.metrics_file).read_text())
     assert set(stored) >= {"best", "history", "steps", "resumes"}
     assert {Path(path).name for path in summary.plots} == {"learning_curve_sentiment.png", "learning_curve_ner.png",

@@ -27,7 +27,7 @@ from mtl import storage
 from mtl.checkpoint import SPEC_FILE
 from mtl.config import Config
 from mtl.errors import ConfigError
-from mtl.train.loop import MODEL_DIR, STATE_FILE, TrainState, train_loop_per_worker
+from mtl.train.loop import train_loop_per_worker
 from mtl.train.prepare import prepare_data
 from mtl.train.report import (
     metrics_table,
@@ -35,6 +35,7 @@ from mtl.train.report import (
     plot_learning_curves,
     write_metrics,
 )
+from mtl.train.state import MODEL_DIR, read_progress
 
 RUN_NAME = "mtl-train"
 
@@ -48,7 +49,7 @@ class TrainingSummary:
     history: list[dict]
     steps: int
     resumes: int
-    sentences_per_second: float
+    worker_sentences_per_second: float   # one worker's training rate; the job's is about W times it
     placements: list[list[str]]   # the Ray node id of each rank, per (re)start of the workers
 
     def table(self) -> str:
@@ -75,7 +76,8 @@ def build_trainer(config: Config) -> TorchTrainer:
         train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in prepared.specs],
                            "eval_rows": prepared.eval_rows},
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": settings.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+                                     resources_per_worker={"CPU": settings.cpus_per_worker,
+                                                           **({"GPU": 1} if gpu else {})},
                                      placement_strategy=settings.placement_strategy),
         run_config=RunConfig(
             name=RUN_NAME,
@@ -124,8 +126,7 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch)
         with latest_checkpoint.as_directory() as folder:
-            # through TrainState, so a checkpoint written before a field existed gets its default
-            state = asdict(TrainState(**json.loads((Path(folder) / STATE_FILE).read_text())["state"]))
+            state = asdict(read_progress(Path(folder)))
         with best_checkpoint.as_directory() as folder:
             shutil.copytree(Path(folder) / MODEL_DIR, local / "best")
         best = json.loads((local / "best" / SPEC_FILE).read_text())["metadata"]["metrics"]
@@ -143,4 +144,4 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
     published = [storage.join(output, report.name) for report in reports]
     return TrainingSummary(best_model=storage.join(output, "best"), metrics_file=published[0], plots=published[1:],
                            best=best, history=history, steps=state["step"], resumes=state["resumes"],
-                           sentences_per_second=rate, placements=state["placements"])
+                           worker_sentences_per_second=rate, placements=state["placements"])
