@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model, input=args.input, output=args.output, text_column=args.text_column,
         tokens_column=args.tokens_column, input_format=args.input_format,
         tasks=tuple(args.tasks.split(",")) if args.tasks else None, embedding=args.embedding,
-        embedding_dtype=args.embedding_dtype, batch_size=args.batch_size, min_actors=args.actors[0],
+        embedding_dtype=args.embedding_dtype, actor_batch_rows=args.batch_size, min_actors=args.actors[0],
         max_actors=args.actors[1], cpus_per_actor=args.cpus_per_actor,
         threads_per_actor=args.threads_per_actor, max_length=args.max_length,
         rows_per_file=args.rows_per_file, overwrite=args.overwrite, output_shared=args.output_shared)
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         labeled = summary.rows - summary.resumed_rows
         rate = labeled / summary.seconds if summary.seconds else 0.0
-        resumed = f"; {summary.resumed_rows} were labeled by an earlier, interrupted run" if summary.resumed_rows else ""
+        resumed = (f"; {summary.resumed_rows} were labeled by an earlier, interrupted run"
+                   if summary.resumed_rows else "")
         print(f"labeled {labeled} rows in {summary.seconds:.1f}s ({rate:.0f} rows/s){resumed}; "
               f"{summary.output} holds {summary.rows} rows in {len(summary.files)} file(s)")
     return 0

@@ -79,13 +79,13 @@ class BatchLabeler:
 
     def __init__(self, *, model: str, text_column: str | None, tokens_column: str | None,
                  tasks: list[str] | None, embedding: bool = True, embedding_dtype: str = "float32",
-                 batch_size: int = 32, max_length: int | None = None, threads: int | None = None,
+                 model_batch_size: int = 32, max_length: int | None = None, threads: int | None = None,
                  json_lines: bool = False):
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        self.predictor = Predictor.from_folder(model, batch_size=batch_size)
+        self.predictor = Predictor.from_folder(model, batch_size=model_batch_size)
         if max_length:
             self.predictor.featurizer.max_length = max_length
         self.column = text_column or tokens_column

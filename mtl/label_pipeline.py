@@ -56,8 +56,8 @@ class LabelOptions:
     tasks: tuple[str, ...] | None = None
     embedding: bool = True
     embedding_dtype: str = "float32"
-    batch_size: int = 1024
-    predict_batch_size: int = 32
+    actor_batch_rows: int = 1024   # rows handed to a labeler actor at once (sorted by length there)
+    model_batch_size: int = 32     # texts the model runs at once inside an actor
     min_actors: int | None = None
     max_actors: int | None = None
     cpus_per_actor: float | None = None
@@ -176,24 +176,17 @@ def _count_rows(files: list[str]) -> int:
 
 
 def _configure_streaming(options: LabelOptions) -> None:
-    """Keep the data in flight within a modest object store, however large the corpus.
-
-    Small blocks let many be in flight at once (Ray's default store is 30% of memory; the tests use
-    100 MiB). Parquet goes through Ray Data's first reader: the newer one packs up to 128 MiB of
-    row groups into one read task whose output is not held back, and with the labeler as the slow
-    stage it spilled 313 MiB of a 375 MiB corpus to disk (the test
-    tests/test_label_ray.py::test_streams_a_corpus_larger_than_the_object_store fails on that).
-    """
-    context = ray.data.DataContext.get_current()
-    context.target_max_block_size = options.block_bytes
-    context.use_datasource_v2 = False
+    """Keep the data in flight within a modest object store, however large the corpus: small blocks
+    let many be in flight at once without filling the store (Ray's default store is 30% of memory).
+    Parquet is read in record batches of a few thousand rows (``mtl.corpus``) for the same reason."""
+    ray.data.DataContext.get_current().target_max_block_size = options.block_bytes
 
 
 def batch_rows(options: LabelOptions, row_bytes: int, *, embedding_bytes: int) -> int:
-    """Rows per actor batch: ``batch_size``, fewer when rows are wide enough to make a batch
+    """Rows per actor batch: ``actor_batch_rows``, fewer when rows are wide enough to make a batch
     bigger than a block (input columns are carried through, so a corpus of documents or images
     beside the text would otherwise make batches of hundreds of MiB)."""
-    return max(1, min(options.batch_size, options.block_bytes // (row_bytes + embedding_bytes)))
+    return max(1, min(options.actor_batch_rows, options.block_bytes // (row_bytes + embedding_bytes)))
 
 
 def _embedding_bytes(options: LabelOptions) -> int:
@@ -204,10 +197,11 @@ def _embedding_bytes(options: LabelOptions) -> int:
 
 
 def _labeler_arguments(options: LabelOptions, fmt: str, threads: int | None) -> dict:
-    return {"model": storage.absolute(options.model), "text_column": None if options.tokens_column else options.text_column,
+    return {"model": storage.absolute(options.model),
+            "text_column": None if options.tokens_column else options.text_column,
             "tokens_column": options.tokens_column, "tasks": list(options.tasks) if options.tasks else None,
             "embedding": options.embedding, "embedding_dtype": options.embedding_dtype,
-            "batch_size": options.predict_batch_size, "max_length": options.max_length,
+            "model_batch_size": options.model_batch_size, "max_length": options.max_length,
             "threads": threads, "json_lines": fmt == "jsonl"}
 
 
@@ -227,8 +221,8 @@ def plan_actors(options: LabelOptions, node_cpus: list[float], cluster_gpus: flo
     """The actor pool for a cluster whose nodes have ``node_cpus`` cores and ``cluster_gpus`` GPUs.
 
     On GPUs: an actor per GPU. On CPUs: an actor per core with one torch thread each, since a small
-    encoder's matrices split poorly over threads (benchmarks/label_throughput.py on 2 cores: two
-    one-thread actors beat one two-thread actor). Actors then reserve less than a whole CPU each,
+    encoder's matrices split poorly over threads (two one-thread actors beat one two-thread actor:
+    docs/benchmarks.md). Actors then reserve less than a whole CPU each,
     which keeps room for the repartition (a CPU), a reader and a writer: without it the pipeline
     stalls once the actors hold every CPU.
     """

@@ -5,10 +5,9 @@ cache; no Ray in it). Behind the app, a ``BatchedPredictor`` gathers the texts o
 requests into one model batch with ``@serve.batch``, counted in texts rather than requests. Two
 layouts, chosen by ``model_deployment`` in serve_config.yaml:
 
-- colocated (default): the model lives in the HTTP replica. Fastest: on 2 cores, behind HAProxy,
-  it served 233-259 requests/s at concurrency 32 against the layout below's 107
-  (benchmarks/serve_load.py). A replica killed mid-request can lose the requests it held (see the
-  README, "Two layouts").
+- colocated (default): the model lives in the HTTP replica. Fastest, as a request makes no hop
+  between deployments (docs/benchmarks.md); a replica killed mid-request can lose the requests it
+  held.
 - ``model_deployment: true``: the model runs in its own ``ModelReplica`` deployment behind the HTTP
   replicas, which retry a request on another model replica when one dies, so a lost model
   replica costs a retry, never an error. One more hop per request; the model scales on its own
@@ -107,7 +106,8 @@ class BatchedPredictor:
             raise
         answers, start = [], 0
         for query in queries:
-            answers.append([_only(prediction, query.tasks) for prediction in predictions[start:start + len(query.texts)]])
+            batch = predictions[start:start + len(query.texts)]
+            answers.append([_only(prediction, query.tasks) for prediction in batch])
             start += len(query.texts)
         return answers
 
@@ -178,9 +178,9 @@ class ServedBy:
     the cluster test).
 
     Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware passes each
-    response through a stream between two tasks. That cost a quarter of the requests/s at
-    concurrency 8 (benchmarks/serve_load.py), and let a model batch run between a response's
-    headers and its body, where a replica killed cuts the response off and HAProxy cannot replay it."""
+    response through a stream between two tasks, which costs throughput and lets a model batch run
+    between a response's headers and its body, where a replica killed cuts the response off and
+    HAProxy cannot replay it."""
 
     def __init__(self, app, node: str):
         self.app = app

@@ -36,7 +36,7 @@ BAD_AND_GOOD = ["Alice flew to Paris.", None, "", "   ", "word " * 40, "Bob"]
 
 def test_every_row_comes_back_once_with_errors_on_bad_rows(model_dir):
     table = pa.table({"id": list(range(6)), "text": BAD_AND_GOOD})
-    out = labeler(model_dir, batch_size=2)(table)
+    out = labeler(model_dir, model_batch_size=2)(table)
     assert out.num_rows == 6
     assert out.column("id").to_pylist() == list(range(6))
     assert out.column_names == ["id", "text", *output_columns(list(labeler(model_dir).specs), True)]
@@ -61,7 +61,8 @@ def test_task_subset_and_no_embedding(model_dir):
     out = labeler(model_dir, tasks=["ner"], embedding=False)(pa.table({"text": ["Dana Lee"]}))
     assert out.column_names == ["text", "ner", "truncated", "error"]
     entity_type = out.schema.field("ner").type.value_type
-    assert [entity_type.field(i).name for i in range(entity_type.num_fields)] == ["start", "end", "label", "text", "score"]
+    names = [entity_type.field(i).name for i in range(entity_type.num_fields)]
+    assert names == ["start", "end", "label", "text", "score"]
 
 
 def test_binary_text_is_an_error_row(model_dir):

@@ -14,6 +14,7 @@ from mtl.checkpoint import build_model, save_model_folder
 from mtl.config import ModelConfig
 from mtl.label_output import STAGING
 from mtl.label_pipeline import LabelOptions, run_labeling
+from mtl.predict import Predictor
 
 pytestmark = pytest.mark.ray
 
@@ -32,7 +33,7 @@ def read_output(folder):
 
 def label(model_dir, source, output, **options):
     return run_labeling(LabelOptions(model=str(model_dir), input=str(source), output=str(output),
-                                     batch_size=64, max_actors=2, threads_per_actor=1, **options))
+                                     actor_batch_rows=64, max_actors=2, threads_per_actor=1, **options))
 
 
 def test_text_corpus_seeded_with_bad_rows_gives_one_row_per_line(ray_local, model_dir, tmp_path):
@@ -61,7 +62,9 @@ def test_parquet_keeps_columns_and_flags_nulls(ray_local, model_dir, tmp_path):
     assert table.schema.field("embedding").type == pa.list_(pa.float16(), 32)
     rows = {row["id"]: row for row in table.to_pylist()}
     assert rows[10]["error"] == "text is null" and rows[10]["sentiment"] is None
-    assert rows[11]["sentiment"] in {"negative", "positive"} and rows[11]["error"] is None
+    [expected] = Predictor.from_folder(model_dir, device="cpu").predict([rows[11]["text"]])
+    assert rows[11]["sentiment"] == expected.labels["sentiment"].label and rows[11]["error"] is None
+    assert rows[11]["sentiment_score"] == pytest.approx(expected.labels["sentiment"].score, abs=1e-5)
 
 
 def test_jsonl_with_type_changes_and_broken_lines_keeps_every_line(ray_local, model_dir, tmp_path):

@@ -43,7 +43,7 @@ def test_s3_corpus_is_labeled_into_s3_with_a_model_from_s3_and_nothing_written_l
     lines = [f"Alice Martin flew to Paris, trip {i}." for i in range(600)]
     put_corpus(f"{bucket}/in", lines, files=3)
     summary = run_labeling(LabelOptions(model=s3_model, input=f"{bucket}/in/", output=f"{bucket}/out",
-                                        batch_size=64, max_actors=2, threads_per_actor=1))
+                                        actor_batch_rows=64, max_actors=2, threads_per_actor=1))
     assert summary.rows == 600 and summary.resumed_rows == 0
     table = read_bucket_output(f"{bucket}/out")
     assert sorted(table.column("text").to_pylist()) == sorted(lines)
@@ -70,7 +70,7 @@ def test_a_label_job_killed_half_way_resumes_with_only_the_rest(ray_local, s3_mo
     assert storage.is_file(f"{bucket}/out/_mtl_staging/run.json") and not storage.exists(f"{bucket}/out/_SUCCESS")
 
     summary = run_labeling(LabelOptions(model=s3_model, input=f"{bucket}/in/", output=f"{bucket}/out",
-                                        batch_size=256, max_actors=2, threads_per_actor=1))
+                                        actor_batch_rows=256, max_actors=2, threads_per_actor=1))
     print(f"resume: the rerun labeled {summary.rows - summary.resumed_rows} of {len(lines)} rows; "
           f"{summary.resumed_rows} came from the killed run")
     assert 0 < summary.resumed_rows < len(lines)

@@ -2,9 +2,7 @@
 
 PyTorch runs a float32 ``nn.Linear`` on CPU through MKL's GEMM. For the shapes of a small encoder
 (a few hundred tokens by 384 or 1,536 features) oneDNN's kernel with the weight reordered once into
-its blocked layout is faster: 13% more sentences/s for all-MiniLM-L6-v2 at one thread on the
-2-core AMD EPYC we benchmark on (one labeler timed alone on 4,096 of the sentences of
-benchmarks/label_throughput.py), with embeddings within 1e-6.
+its blocked layout is faster, with the same results to 1e-6 (figures in docs/benchmarks.md).
 This is what Intel's extension for PyTorch does at ``ipex.optimize``; PyTorch's own compiler uses
 the same op (``torch.ops.mkldnn._linear_pointwise``) when it freezes a model for CPU.
 
@@ -45,7 +43,8 @@ def pack_linear_layers(model: nn.Module) -> int:
     here (then the model keeps its ``nn.Linear`` layers and gives the same answers, only slower).
     """
     linears = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32]
+               if type(child) is nn.Linear and child.weight.device.type == "cpu"
+               and child.weight.dtype == torch.float32]
     if not linears or not _packing_works(linears[0][2]):
         return 0
     for parent, name, child in linears:
