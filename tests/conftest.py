@@ -93,6 +93,15 @@ def tiny_model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def home_is_left_alone():
+    """Nothing the tests run may write Ray's token into the user's home folder."""
+    token = Path.home() / ".ray" / "auth_token"
+    existed = token.exists()
+    yield
+    assert existed or not token.exists(), f"the test session wrote {token}"
+
+
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
     """Remote model folders are cached in the session's temp folder, not in the user's home."""
     folder = tmp_path_factory.mktemp("mtl-cache")
@@ -162,7 +171,8 @@ def ray_local(s3_server):
     """
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             object_store_memory=OBJECT_STORE_BYTES)
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     yield ray
     ray.shutdown()

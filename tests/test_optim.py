@@ -66,10 +66,15 @@ def test_warmup_then_decay(schedule):
 def test_warmup_ratio_is_of_all_steps():
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = build_optimizer([{"params": [parameter], "lr": 1.0, "weight_decay": 0.0}])
-    build_scheduler(optimizer, TrainConfig(warmup_ratio=0.25), total_steps=40)
-    for _ in range(10):
+    scheduler = build_scheduler(optimizer, TrainConfig(warmup_ratio=0.25), total_steps=40)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-    assert optimizer.param_groups[0]["lr"] == 0.0  # the scheduler has not been stepped yet
+        scheduler.step()
+    # a quarter of 40 steps is 10 warm-up steps: half the peak at step 5, the peak at step 10
+    assert rates[0] == 0.0 and rates[5] == pytest.approx(0.5) and rates[10] == pytest.approx(1.0)
+    assert rates[11] < rates[10]
 
 
 def test_static_freezing(tiny_bundle):

@@ -76,7 +76,13 @@ def test_bad_word_lists_get_errors(predictor):
 def test_over_long_text_is_truncated_and_flagged(predictor):
     result = predictor.predict([" ".join(["word"] * 100)])[0]  # 500 chars, 102 subwords > 64
     assert result.error is None and result.truncated
-    assert result.entities["ner"] is not None
+    kept = " ".join(["word"] * 62)  # [CLS], 62 words of one subword each, [SEP]
+    [whole] = predictor.predict([kept])
+    assert not whole.truncated
+    np.testing.assert_allclose(result.embedding, whole.embedding, atol=1e-5)
+    assert result.labels["sentiment"].label == whole.labels["sentiment"].label
+    assert [(e.start, e.end, e.label) for e in result.entities["ner"]] == \
+        [(e.start, e.end, e.label) for e in whole.entities["ner"]]
 
 
 def test_task_subset_and_embeddings_off(predictor):
@@ -93,8 +99,10 @@ def test_unknown_task_is_a_request_error(predictor):
 def test_to_dict_is_json_ready(predictor):
     import json
 
-    data = predictor.predict(["Bob"])[0].to_dict()
-    assert json.loads(json.dumps(data))["labels"]["sentiment"]["label"] in {"negative", "positive"}
+    [prediction] = predictor.predict(["Bob"])
+    data = prediction.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["labels"]["sentiment"]["label"] == prediction.labels["sentiment"].label
     assert isinstance(data["embedding"], list) and len(data["embedding"]) == 32
 
 
