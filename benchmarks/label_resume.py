@@ -85,7 +85,8 @@ def main() -> int:
                    "--output", f"{BUCKET}/labels"]
         environment = {**os.environ, "RAY_ADDRESS": "local"}
         started = time.perf_counter()
-        first = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(command, cwd=REPO, env=environment,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while rows_written(f"{BUCKET}/labels/_mtl_staging/data") < args.kill_at * args.rows:
             if first.poll() is not None:
                 print("the first run finished before it could be killed; lower --kill-at")
@@ -103,7 +104,8 @@ def main() -> int:
         ids = table.column("row_id").to_pylist()
         labeled_again = int(rerun.stdout.split("labeled ")[1].split()[0]) if "labeled " in rerun.stdout else -1
         print(f"corpus: {args.rows} rows in {args.files} files on S3; first run killed after {killed_after:.1f}s")
-        print(f"rerun: labeled {labeled_again} rows in {rerun_seconds:.1f}s (a restart from nothing labels {args.rows})")
+        print(f"rerun: labeled {labeled_again} rows in {rerun_seconds:.1f}s "
+              f"(a restart from nothing labels {args.rows})")
         print(f"ratio (rows labeled by the rerun / corpus): {labeled_again / args.rows:.3f}")
         print(f"output: {len(ids)} rows, {len(set(ids))} distinct row ids")
         return 0 if len(ids) == len(set(ids)) == args.rows else 1

@@ -73,7 +73,8 @@ def main() -> None:
     from mtl.tasks import TaskSpec
 
     specs = [TaskSpec("sentiment", "classification", ("0", "1")),
-             TaskSpec("ner", "tagging", ("O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"))]
+             TaskSpec("ner", "tagging",
+                      ("O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"))]
     with tempfile.TemporaryDirectory() as work:
         model_dir = save_model_folder(build_model(ModelConfig(max_length=args.max_length), specs), Path(work) / "model")
         pq.write_table(pa.table({"id": range(len(texts)), "text": texts}), Path(work) / "corpus.parquet")
@@ -86,7 +87,8 @@ def main() -> None:
         assert summary.rows == len(texts)
     job = summary.rows / summary.seconds
     print(f"\n{len(texts)} sentences, {cores} cores, max length {args.max_length}")
-    print(f"{'SentenceTransformer.encode (embed only, batch ' + str(best_batch) + ')':<52} {baseline:>8.1f} sentences/s")
+    encode = f"SentenceTransformer.encode (embed only, batch {best_batch})"
+    print(f"{encode:<52} {baseline:>8.1f} sentences/s")
     print(f"{'jobs.label (read, embed, classify, tag, write)':<52} {job:>8.1f} sentences/s")
     print(f"ratio (job / encode): {job / baseline:.3f}")
 

@@ -44,7 +44,8 @@ def main() -> None:
     for task in (task.name for task in base.tasks):
         multi, alone = scores["multi-task"][task], scores[f"{task} alone"][task]
         metric = "entity F1" if task == "ner" else "accuracy"
-        print(f"{task:<10} {metric:<10} {multi:>10.4f} {alone:>8.4f} {multi / alone:>7.3f} {REFERENCE.get(task, float('nan')):>10.3f}")
+        reference = REFERENCE.get(task, float("nan"))
+        print(f"{task:<10} {metric:<10} {multi:>10.4f} {alone:>8.4f} {multi / alone:>7.3f} {reference:>10.3f}")
     print("wall time: " + ", ".join(f"{name} {value:.0f}s" for name, value in seconds.items()))
 
 

@@ -31,7 +31,8 @@ def plain_loop(config, prepared) -> float:
     model = bundle.model.train()
     weighting = LossWeighting(strategy="static", tasks=[spec.name for spec in prepared.specs])
     batches = {spec.name: TaskBatches(examples=prepared.train_features[spec.name], batch_size=settings.batch_size,
-                                      seed=settings.seed, task_index=index) for index, spec in enumerate(prepared.specs)}
+                                      seed=settings.seed, task_index=index)
+               for index, spec in enumerate(prepared.specs)}
     mixer = TaskMixer(batch_counts={task: source.batches_per_pass for task, source in batches.items()},
                       strategy=settings.mixing, seed=settings.seed)
     optimizer = build_optimizer(parameter_groups(model, weighting, settings, {}))
@@ -77,8 +78,8 @@ def main() -> None:
     wall = time.perf_counter() - started
     print(f"\n{'':<22} {'sentences/s':>12}")
     print(f"{'plain PyTorch loop':<22} {baseline:>12.1f}")
-    print(f"{'Ray Train, 1 worker':<22} {summary.sentences_per_second:>12.1f}")
-    print(f"ratio (Ray Train / plain): {summary.sentences_per_second / baseline:.3f}")
+    print(f"{'Ray Train, 1 worker':<22} {summary.worker_sentences_per_second:>12.1f}")
+    print(f"ratio (Ray Train / plain): {summary.worker_sentences_per_second / baseline:.3f}")
     print(f"Ray Train job end to end, including start-up, data, evaluation and checkpoints: {wall:.0f}s")
 
 

@@ -56,7 +56,12 @@ def completed_files(output: str) -> list[str] | None:
     marker = storage.join(output, SUCCESS)
     if not storage.is_file(marker):
         return None
-    return [storage.join(output, name) for name in json.loads(storage.read_text(marker))["files"]]
+    text = storage.read_text(marker)
+    try:
+        names = json.loads(text)["files"]
+    except (ValueError, TypeError, KeyError):  # a _SUCCESS of versions before 0.2: one file name a line
+        names = [name for name in text.splitlines() if name]
+    return [storage.join(output, name) for name in names]
 
 
 def begin_run(output: str, inputs: list[str], *, overwrite: bool) -> Run:

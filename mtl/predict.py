@@ -71,7 +71,7 @@ class Predictor:
         self.max_chars = max_chars
 
     @classmethod
-    def from_folder(cls, folder: str | Path, *, pack_for_cpu: bool = True, **options) -> "Predictor":
+    def from_folder(cls, folder: str | Path, *, pack_for_cpu: bool = True, **options) -> Predictor:
         """A predictor that owns its model, so on a CPU its linear layers can be packed for oneDNN
         (``mtl.model.cpu_inference``: faster, same answers to 1e-6); ``pack_for_cpu=False`` keeps them."""
         predictor = cls(load_model_folder(folder), **options)
@@ -112,7 +112,8 @@ class Predictor:
                 valid.append(index)
         pre_split = words is not None
         valid_items = [items[index] for index in valid]
-        features = self.featurizer.featurize(words=valid_items) if pre_split else self.featurizer.featurize(texts=valid_items)
+        features = (self.featurizer.featurize(words=valid_items) if pre_split
+                    else self.featurizer.featurize(texts=valid_items))
         order = sorted(range(len(valid)), key=lambda position: len(features[position]))  # less padding
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]

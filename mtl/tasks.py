@@ -8,8 +8,9 @@ re-derived at inference.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 from mtl.errors import DataError
 
@@ -48,11 +49,11 @@ class TaskSpec:
         return {"name": self.name, "kind": self.kind, "labels": list(self.labels)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TaskSpec":
+    def from_dict(cls, data: dict) -> TaskSpec:
         return cls(name=data["name"], kind=data["kind"], labels=tuple(data["labels"]))
 
     @classmethod
-    def from_labels(cls, name: str, kind: TaskKind, seen: Iterable[str]) -> "TaskSpec":
+    def from_labels(cls, name: str, kind: TaskKind, seen: Iterable[str]) -> TaskSpec:
         """Build the vocabulary from the labels (or tags) seen in training data, in a stable order.
 
         Classification labels are sorted; a tag set is ``O`` then ``B-``/``I-`` per entity type,

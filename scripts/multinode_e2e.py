@@ -24,6 +24,7 @@ when a step fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -106,7 +107,8 @@ class LocalCluster:
         cluster = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
         self._start_node("head", cluster, [
             "--head", f"--port={self.gcs_port}", "--num-cpus=3", f"--temp-dir={self.work / 'ray-head'}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", *common])
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            *common])
         self._wait(lambda: self.run(["ray", "job", "list"], check=False).returncode == 0, "the head's jobs API")
         # Ray rewrites a joining address of 127.0.0.1 to the machine's routable one; 127.0.0.2 is
         # loopback too and left alone
@@ -119,7 +121,7 @@ class LocalCluster:
         # the machine, and a head without its job agent answers "No available agent to submit job"
         ports = [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                         "runtime-env-agent-port", "metrics-export-port")]
-        log = open(self.work / f"{name}.log", "w")
+        log = open(self.work / f"{name}.log", "w")  # noqa: SIM115 (the node process writes it until it ends)
         cache = {"MTL_CACHE_DIR": str(self.work / f"cache-{name}")}
         self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments, *ports],
                                             env={**self.env, **env, **cache}, stdout=log,
@@ -137,10 +139,9 @@ class LocalCluster:
 
     def stop(self) -> None:
         for name in list(self.nodes):
-            try:
+            # already gone, or killed and slow to be reaped: nothing left to stop
+            with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
                 self.kill_node(name)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass  # already gone, or killed and slow to be reaped: nothing left to stop
 
     def run(self, command: list[str], check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         done = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -244,7 +245,8 @@ def serve_from_each_node(cluster: LocalCluster, model: str, work: Path) -> str:
     seen, deadline = set(), time.time() + 180
     while len(seen) < 2 and time.time() < deadline:
         try:
-            answer = requests.post(f"http://127.0.0.1:{port}/v1/predict", json={"texts": ["Sam flew to Lima."]}, timeout=10)
+            answer = requests.post(f"http://127.0.0.1:{port}/v1/predict", json={"texts": ["Sam flew to Lima."]},
+                                   timeout=10)
             if answer.status_code == 200:
                 seen.add(answer.headers["X-Served-By"])
         except requests.RequestException:
@@ -271,7 +273,8 @@ def survive_losing_a_node(cluster: LocalCluster, output: str) -> str:
     assert len(runs) >= 2, f"the workers never restarted: {runs}"
     metrics = json.loads(storage.read_text(f"{output}/metrics.json"))
     assert metrics["resumes"] >= 1 and [entry["epoch"] for entry in metrics["history"]][-1] == 4
-    return f"restarted {len(runs) - 1}x from the checkpoint on S3, then on nodes {', '.join(node[:8] for node in runs[-1])}"
+    nodes = ", ".join(node[:8] for node in runs[-1])
+    return f"restarted {len(runs) - 1}x from the checkpoint on S3, then on nodes {nodes}"
 
 
 @contextmanager

@@ -39,7 +39,8 @@ def test_cluster_has_a_cpu_head_and_autoscaling_gpu_workers_with_a_private_dashb
     assert any("pip install" in command for command in config["setup_commands"])
     for start in (head_start, " ".join(config["worker_start_ray_commands"])):
         ray_start = start[:start.index(" ray start")]  # the variables set for `ray start` on each node
-        assert shlex.split(ray_start.split(";")[-1]) == [f"{name}={value}" for name, value in HIGH_THROUGHPUT_ENVIRONMENT.items()] + ["RAY_AUTH_MODE=token"]
+        expected = [f"{name}={value}" for name, value in HIGH_THROUGHPUT_ENVIRONMENT.items()]
+        assert shlex.split(ray_start.split(";")[-1]) == [*expected, "RAY_AUTH_MODE=token"]
 
 
 def test_rayservice_runs_serve_in_high_throughput_mode_on_every_pod():
@@ -132,7 +133,8 @@ def gpus_per_pod(group: dict) -> int:
 def test_gpu_workers_and_the_work_that_needs_them_agree():
     job, service = load("k8s/rayjob-train.yaml"), load("k8s/rayservice.yaml")
     config = load(shlex.split(job["spec"]["entrypoint"])[4])
-    job_gpus = sum(gpus_per_pod(group) * group["maxReplicas"] for group in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    job_gpus = sum(gpus_per_pod(group) * group["maxReplicas"] for group in workers)
     assert config["train"]["use_gpu"] is True and config["train"]["num_workers"] == job_gpus
     assert gpus_per_pod(job["spec"]["rayClusterSpec"]["headGroupSpec"]) == 0
     [application] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
@@ -140,7 +142,8 @@ def test_gpu_workers_and_the_work_that_needs_them_agree():
     wanted = endpoint["ray_actor_options"].get("num_gpus", 0) * endpoint["autoscaling_config"]["max_replicas"]
     groups = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     assert wanted > 0 and wanted <= sum(gpus_per_pod(group) * group["maxReplicas"] for group in groups)
-    cpus_per_pod = min(int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]) for group in groups)
+    cpus_per_pod = min(int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+                       for group in groups)
     assert endpoint["ray_actor_options"]["num_cpus"] <= cpus_per_pod
 
 
@@ -159,7 +162,8 @@ def test_rayservice_serves_the_same_applications_as_serve_config():
 
 def test_rayjob_runs_the_training_job_with_its_outputs_on_object_storage():
     job = load("k8s/rayjob-train.yaml")
-    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("python -m jobs.train --config jobs/configs/")
+    assert job["kind"] == "RayJob"
+    assert job["spec"]["entrypoint"].startswith("python -m jobs.train --config jobs/configs/")
     config = REPO / job["spec"]["entrypoint"].split("--config ")[1].split()[0]
     assert config.exists()
     data = [task[split]["path"] for task in yaml.safe_load(config.read_text())["tasks"] for split in ("train", "eval")]

@@ -71,14 +71,14 @@ def test_format_is_inferred_from_suffix_or_must_be_given():
     assert DataSource(path="a/train.tsv").resolved_format == "tsv"
     assert DataSource(path="eng.testa").resolved_format == "conll"
     with pytest.raises(ConfigError, match="set format"):
-        DataSource(path="data.xyz").resolved_format
+        _ = DataSource(path="data.xyz").resolved_format
 
 
 def test_local_checkpoints_are_refused_on_several_nodes_unless_shared():
     from mtl.train.trainer import checkpoint_storage
 
     raw = {"output": "runs/x", "tasks": [{"name": "a", "kind": "classification", "train": {"path": "t.tsv"}}]}
-    with pytest.raises(ConfigError, match=r"train.storage_path: '.*runs/x/ray' is a local path, and this cluster has 2"):
+    with pytest.raises(ConfigError, match=r"storage_path: '.*runs/x/ray' is a local path, and this cluster has 2"):
         checkpoint_storage(validate_config(raw), nodes=2)
     assert checkpoint_storage(validate_config({**raw, "output": "s3://b/run"}), nodes=2) == "s3://b/run/ray"
     shared = validate_config({**raw, "train": {"storage_path": "/nfs/ckpt", "storage_shared": True}})

@@ -22,7 +22,8 @@ def test_embedding_of_a_text_does_not_depend_on_batch_padding(tiny_bundle):
     model, featurizer = tiny_bundle.model.eval(), tiny_bundle.featurizer
     with torch.inference_mode():
         alone = model(**featurizer.encode(texts=["short"]).inputs, tasks=[]).embeddings
-        padded = model(**featurizer.encode(texts=["short", "a much longer sentence than that"]).inputs, tasks=[]).embeddings
+        longer = featurizer.encode(texts=["short", "a much longer sentence than that"])
+        padded = model(**longer.inputs, tasks=[]).embeddings
     torch.testing.assert_close(alone[0], padded[0], atol=1e-5, rtol=1e-5)
     assert torch.linalg.norm(padded, dim=-1).allclose(torch.ones(2))
 

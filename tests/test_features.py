@@ -7,7 +7,8 @@ from mtl.errors import DataError
 
 def test_first_subword_gets_the_label_and_the_rest_are_ignored():
     word_ids = [None, 0, 1, 1, 1, 2, None]
-    assert first_subword_labels(word_ids, [5, 3, 0]) == [IGNORE_INDEX, 5, 3, IGNORE_INDEX, IGNORE_INDEX, 0, IGNORE_INDEX]
+    ignored = IGNORE_INDEX
+    assert first_subword_labels(word_ids, [5, 3, 0]) == [ignored, 5, 3, ignored, ignored, 0, ignored]
     assert first_subword_positions(word_ids) == [1, 2, 5]
 
 

@@ -88,3 +88,12 @@ def test_an_unfinished_run_resumes_over_the_same_input_and_is_refused_over_anoth
         begin_run(output, ["c.txt"], overwrite=False)
     fresh = begin_run(output, ["c.txt"], overwrite=True)
     assert not fresh.resumed and fresh.run_id != run.run_id
+
+
+def test_an_output_of_an_earlier_version_counts_as_complete_and_its_files_as_ours(output):
+    storage.write_text(storage.join(output, "old-000.parquet"), "rows")
+    storage.write_text(storage.join(output, SUCCESS), "old-000.parquet\n")  # one name a line, no JSON
+    assert completed_files(output) == [storage.join(output, "old-000.parquet")]
+    run = begin_run(output, ["in.txt"], overwrite=True)
+    finish(run, parts=("a.parquet",))
+    assert storage.list_files(output, relative=True) == sorted([SUCCESS, f"part-{run.run_id}-00000.parquet"])

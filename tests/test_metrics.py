@@ -1,10 +1,10 @@
 import random
 
 import pytest
+from conftest import shared_data
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import precision_recall_fscore_support
 
-from conftest import shared_data
 from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.metrics import classification_report, confusion_matrix, entity_report

@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from mtl.model.freezing import (encoder_layers, freeze_embeddings, freeze_encoder, freeze_lowest_layers,
-                                unfreeze_top_layers)
+from mtl.model.freezing import (
+    encoder_layers,
+    freeze_embeddings,
+    freeze_encoder,
+    freeze_lowest_layers,
+    unfreeze_top_layers,
+)
 from mtl.model.heads import head_loss
 
 

@@ -1,11 +1,11 @@
 import json
 
 import pytest
+from train_configs import demo_config
 
 from mtl.config import validate_config
 from mtl.errors import ConfigError, DataError
 from mtl.train.prepare import prepare_data
-from train_configs import demo_config
 
 
 @pytest.fixture

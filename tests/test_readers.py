@@ -3,8 +3,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import DEMO, shared_data
+
 from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.errors import DataError

@@ -197,7 +197,8 @@ def test_killing_a_model_replica_under_load_loses_no_request(endpoint, replica_s
         with requests.Session() as session:  # keep-alive, as real clients are
             while not stop.is_set():
                 try:
-                    outcomes.append(session.post(f"{endpoint}/v1/predict", json={"texts": TEXTS}, timeout=60).status_code)
+                    answer = session.post(f"{endpoint}/v1/predict", json={"texts": TEXTS}, timeout=60)
+                    outcomes.append(answer.status_code)
                 except requests.RequestException as error:
                     outcomes.append(type(error).__name__)
 

@@ -1,7 +1,8 @@
 """Schema-based fuzzing of the endpoint's API (schemathesis, from its own OpenAPI spec), without Ray.
 
-Valid requests (positive mode) and requests that break the schema (negative mode) alike must get a documented status with a body that matches its
-schema, and never a 5xx. The number of cases is bounded so the suite stays quick.
+Valid requests (positive mode) and requests that break the schema (negative mode) alike must get a
+documented status with a body that matches its schema, and never a 5xx. The number of cases is
+bounded so the suite stays quick.
 """
 
 import itertools

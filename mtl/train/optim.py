@@ -22,7 +22,13 @@ from transformers import get_scheduler
 
 from mtl.config import TrainConfig
 from mtl.errors import ConfigError
-from mtl.model.freezing import encoder_embeddings, encoder_layers, freeze_embeddings, freeze_encoder, freeze_lowest_layers
+from mtl.model.freezing import (
+    encoder_embeddings,
+    encoder_layers,
+    freeze_embeddings,
+    freeze_encoder,
+    freeze_lowest_layers,
+)
 from mtl.model.multitask import MultiTaskModel
 
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
@@ -56,7 +62,7 @@ def parameter_groups(model: MultiTaskModel, extra: torch.nn.Module, config: Trai
     for task, head in model.heads.items():
         for name, parameter in head.named_parameters():
             add(parameter, head_learning_rates.get(task, config.head_learning_rate), name)
-    for name, parameter in extra.named_parameters():
+    for parameter in extra.parameters():
         grouped.setdefault((config.head_learning_rate, False), []).append(parameter)
     return [{"params": params, "lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
             for (lr, decay), params in grouped.items()]

@@ -38,7 +38,8 @@ def prepare_data(config: Config) -> PreparedData:
         rows = _cap(rows, config.train.max_examples_per_task, config.train.seed)
         spec = _spec(task, rows)
         specs.append(spec)
-        make_features = featurizer.classification_features if task.kind == "classification" else featurizer.tagging_features
+        make_features = (featurizer.classification_features if task.kind == "classification"
+                         else featurizer.tagging_features)
         train_features[task.name] = make_features(rows, spec)
         if task.eval is not None:
             rows = _read(task.eval, task, f"tasks.{index}.eval")
@@ -63,7 +64,10 @@ def _cap(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
 
 
 def _spec(task: TaskConfig, rows: list[dict]) -> TaskSpec:
-    seen = [row["label"] for row in rows] if task.kind == "classification" else [tag for row in rows for tag in row["tags"]]
+    if task.kind == "classification":
+        seen = [row["label"] for row in rows]
+    else:
+        seen = [tag for row in rows for tag in row["tags"]]
     return TaskSpec.from_labels(task.name, task.kind, seen)
 
 
