@@ -37,7 +37,13 @@ def classification_report(gold: list[str], predicted: list[str], labels: list[st
 
     Macro averages run over the classes that occur in gold or predictions, as scikit-learn does.
     """
-    matrix = confusion_matrix(gold, predicted, labels)
+    return report_from_confusion(confusion_matrix(gold, predicted, labels), labels)
+
+
+def report_from_confusion(matrix: np.ndarray, labels: list[str]) -> dict:
+    """``classification_report`` from a confusion matrix: confusion matrices of disjoint parts of the
+    data add up to the whole's, so workers that each score a share combine exactly."""
+    matrix = np.asarray(matrix)
     per_class = {
         label: _prf(int(matrix[i, i]), int(matrix[:, i].sum()), int(matrix[i, :].sum()))
         for i, label in enumerate(labels)
@@ -46,7 +52,7 @@ def classification_report(gold: list[str], predicted: list[str], labels: list[st
     macro = {name: float(np.mean([per_class[label][name] for label in present])) if present else 0.0
              for name in ("precision", "recall", "f1")}
     return {
-        "accuracy": _safe_div(int(np.trace(matrix)), len(gold)),
+        "accuracy": _safe_div(int(np.trace(matrix)), int(matrix.sum())),
         "macro_precision": macro["precision"], "macro_recall": macro["recall"], "macro_f1": macro["f1"],
         "per_class": per_class,
         "labels": list(labels),
@@ -64,12 +70,26 @@ def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> dict:
 
 def span_report(gold: list[list[tuple[int, int, str]]], predicted: list[list[tuple[int, int, str]]]) -> dict:
     """Micro precision/recall/F1 over exact ``(start, end, type)`` spans, sentence by sentence."""
-    true_positives, gold_counts, predicted_counts = Counter(), Counter(), Counter()
+    return report_from_span_counts(span_counts(gold, predicted))
+
+
+def span_counts(gold: list[list[tuple[int, int, str]]],
+                predicted: list[list[tuple[int, int, str]]]) -> dict[str, list[int]]:
+    """Per entity type: ``[true positives, predicted, gold]``; counts of disjoint parts add up."""
+    counts: dict[str, list[int]] = {}
     for gold_spans, predicted_spans in zip(gold, predicted, strict=True):
         gold_spans, predicted_spans = set(gold_spans), set(predicted_spans)
-        gold_counts.update(span[2] for span in gold_spans)
-        predicted_counts.update(span[2] for span in predicted_spans)
-        true_positives.update(span[2] for span in gold_spans & predicted_spans)
+        for column, spans in enumerate((gold_spans & predicted_spans, predicted_spans, gold_spans)):
+            for span in spans:
+                counts.setdefault(span[2], [0, 0, 0])[column] += 1
+    return counts
+
+
+def report_from_span_counts(counts: dict[str, list[int]]) -> dict:
+    """``span_report`` from per-type ``[true positives, predicted, gold]`` counts."""
+    true_positives = Counter({kind: value[0] for kind, value in counts.items()})
+    predicted_counts = Counter({kind: value[1] for kind, value in counts.items()})
+    gold_counts = Counter({kind: value[2] for kind, value in counts.items()})
     overall = _prf(sum(true_positives.values()), sum(predicted_counts.values()), sum(gold_counts.values()))
     return {
         **overall,

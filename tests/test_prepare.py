@@ -13,12 +13,11 @@ def raw(tiny_encoder_dir, tmp_path):
     return demo_config(str(tiny_encoder_dir), str(tmp_path / "run"))
 
 
-def test_prepare_builds_specs_caps_examples_and_keeps_eval_rows(raw):
+def test_prepare_builds_specs_and_caps_examples(raw):
     prepared = prepare_data(validate_config(raw))
     assert [spec.name for spec in prepared.specs] == ["sentiment", "ner"]
     assert prepared.specs[0].labels == ("negative", "positive")
     assert {task: len(features) for task, features in prepared.train_features.items()} == {"sentiment": 64, "ner": 64}
-    assert len(prepared.eval_rows["ner"]) == 100
     assert all(len(f["input_ids"]) <= 32 for f in prepared.train_features["ner"])
 
 

@@ -98,3 +98,18 @@ def test_on_s3_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpo
     keys = s3_keys(bucket, "run/")
     assert "run/best/mtl.json" in keys and any(key.startswith("run/ray/mtl-train/checkpoint_") for key in keys)
     assert list(tmp_path.iterdir()) == [], "a run on S3 wrote into the working folder"
+
+
+def test_two_workers_without_eval_data_decide_alike_and_share_dwa_weights(ray_local, tiny_encoder_dir, tmp_path):
+    """With no eval data the score is the training loss: all ranks must see the same one, or one
+    rank stops early while the other waits for it in a collective forever."""
+    raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), num_workers=2, epochs=4, loss_weighting="dwa",
+                      patience=4, eval_every_steps=3)
+    for task in raw["tasks"]:
+        task.pop("eval")
+    summary = fit(validate_config(raw))
+    assert summary.history, "no evaluation was reported"
+    for entry in summary.history:
+        first, second = entry["weights_by_rank"]
+        assert first == second == entry["weights"]
+    assert any(entry["weights"] != {"sentiment": 1.0, "ner": 1.0} for entry in summary.history), "DWA never moved"

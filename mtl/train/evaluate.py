@@ -1,19 +1,38 @@
-"""Evaluation on held-out data through the Predictor, the same path that labeling and serving use."""
+"""Evaluation on held-out data through the Predictor, the same path that labeling and serving use.
+
+Scoring goes through counts (a confusion matrix per classification task, true positives, predicted
+and gold spans per entity type per tagging task), because counts of disjoint shares of the data add
+up to the counts of the whole: each training worker scores its share, the counts are summed, and
+the metrics come out exactly as if one worker had scored everything.
+"""
 
 from __future__ import annotations
 
 from statistics import mean
 
+import numpy as np
+
 from mtl.errors import DataError
-from mtl.metrics import PRIMARY_METRIC, classification_report, span_report
+from mtl.metrics import (
+    PRIMARY_METRIC,
+    confusion_matrix,
+    report_from_confusion,
+    report_from_span_counts,
+    span_counts,
+)
 from mtl.predict import Predictor
-from mtl.tasks import bio_spans
+from mtl.tasks import TaskSpec, bio_spans
 
 
 def evaluate(predictor: Predictor, eval_rows: dict[str, list[dict]]) -> dict:
     """Per-task reports and ``combined``: the mean of each task's primary metric
     (accuracy for classification, entity span F1 for tagging)."""
-    reports = {}
+    return reports_from_counts(evaluation_counts(predictor, eval_rows), predictor.specs)
+
+
+def evaluation_counts(predictor: Predictor, eval_rows: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per task, the counts its metrics are made of, over ``eval_rows``."""
+    counts = {}
     for task, rows in eval_rows.items():
         spec = predictor.specs[task]
         if spec.kind == "classification":
@@ -24,10 +43,38 @@ def evaluate(predictor: Predictor, eval_rows: dict[str, list[dict]]) -> dict:
             if prediction.error:
                 raise DataError(f"{row.get('origin', '?')}: task '{task}': cannot evaluate: {prediction.error}")
         if spec.kind == "classification":
-            reports[task] = classification_report([row["label"] for row in rows],
-                                                  [p.labels[task].label for p in predictions], list(spec.labels))
+            matrix = confusion_matrix([row["label"] for row in rows], [p.labels[task].label for p in predictions],
+                                      list(spec.labels))
+            counts[task] = {"confusion": matrix.tolist()}
         else:
-            reports[task] = span_report([bio_spans(row["tags"]) for row in rows],
-                                        [[(e.start, e.end, e.label) for e in p.entities[task]] for p in predictions])
+            counts[task] = {"spans": span_counts([bio_spans(row["tags"]) for row in rows],
+                                                 [[(e.start, e.end, e.label) for e in p.entities[task]]
+                                                  for p in predictions])}
+    return counts
+
+
+def add_counts(parts: list[dict[str, dict]]) -> dict[str, dict]:
+    """The counts of the union of disjoint shares of the eval data."""
+    total: dict[str, dict] = {}
+    for part in parts:
+        for task, counts in part.items():
+            if "confusion" in counts:
+                previous = total.get(task, {"confusion": np.zeros_like(counts["confusion"]).tolist()})["confusion"]
+                total[task] = {"confusion": (np.asarray(previous) + np.asarray(counts["confusion"])).tolist()}
+            else:
+                spans = total.setdefault(task, {"spans": {}})["spans"]
+                for kind, values in counts["spans"].items():
+                    spans[kind] = [a + b for a, b in zip(spans.get(kind, [0, 0, 0]), values)]
+    return total
+
+
+def reports_from_counts(counts: dict[str, dict], specs: dict[str, TaskSpec]) -> dict:
+    reports = {}
+    for task, task_counts in counts.items():
+        spec = specs[task]
+        if "confusion" in task_counts:
+            reports[task] = report_from_confusion(np.asarray(task_counts["confusion"]), list(spec.labels))
+        else:
+            reports[task] = report_from_span_counts(task_counts["spans"])
         reports[task]["primary"] = reports[task][PRIMARY_METRIC[spec.kind]]
     return {"tasks": reports, "combined": mean(report["primary"] for report in reports.values()) if reports else 0.0}

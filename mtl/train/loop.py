@@ -2,9 +2,10 @@
 
 Every worker runs ``train_loop_per_worker``: it builds the model, restores the last checkpoint
 when there is one (a replaced worker, or a rerun with the same output), and follows the task
-schedule of ``TaskMixer``, which is the same on every worker. Every worker evaluates (the models
-are identical, so are the scores, so every worker takes the same early-stopping decision without
-talking to the others) and every worker calls ``ray.train.report``; rank 0 writes the checkpoint.
+schedule of ``TaskMixer``, which is the same on every worker. Every decision that could differ
+between ranks (early stopping, DWA's weights) is taken from values gathered from all ranks, so all
+take the same branch; each worker evaluates its share of the eval data and the counts are summed.
+Every worker calls ``ray.train.report``; rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from torch import nn
 from mtl.checkpoint import ModelBundle, build_model
 from mtl.config import Config
 from mtl.data.mixing import TaskBatches, TaskMixer
+from mtl.data.readers import read_rows
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
-from mtl.train.evaluate import evaluate
+from mtl.train.evaluate import add_counts, evaluation_counts, reports_from_counts
 from mtl.train.optim import (
     FreezingPlan,
     build_optimizer,
@@ -65,7 +67,7 @@ class Worker:
 
     config: Config
     specs: list[TaskSpec]
-    eval_rows: dict
+    eval_rows: dict              # this rank's share of each task's eval data
     rank: int
     world_size: int
     device: torch.device
@@ -131,7 +133,8 @@ def _set_up(loop_config: dict) -> Worker:
                             scheduler=build_scheduler(optimizer, settings, total_steps), progress=TrainState())
     _restore_latest(checkpointed)
     checkpointed.progress.placements.append(_worker_nodes(world_size))
-    return Worker(config=config, specs=specs, eval_rows=loop_config["eval_rows"], rank=rank, world_size=world_size,
+    return Worker(config=config, specs=specs, eval_rows=_eval_share(config, rank, world_size), rank=rank,
+                  world_size=world_size,
                   device=ray.train.torch.get_device(), bundle=bundle, module=module, checkpointed=checkpointed,
                   freezing=freezing, batches=batches, mixer=mixer,
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
@@ -166,8 +169,9 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
         loss, weighted = worker.module(task, batch)
     with sync:
         (weighted / settings.grad_accumulation).backward()
-    state.loss_sums[task] = state.loss_sums.get(task, 0.0) + loss.item()
-    state.loss_counts[task] = state.loss_counts.get(task, 0) + 1
+    for sums, counts in ((state.loss_sums, state.loss_counts), (state.epoch_loss_sums, state.epoch_loss_counts)):
+        sums[task] = sums.get(task, 0.0) + loss.item()
+        counts[task] = counts.get(task, 0) + 1
     state.train_sentences += len(batch["input_ids"])
     if stepping:
         _optimizer_step(worker)
@@ -178,7 +182,9 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
     end_of_epoch = state.position == len(schedule)
     if end_of_epoch:
         state.epoch, state.position = state.epoch + 1, 0
-        worker.checkpointed.weighting.end_epoch(_mean_losses(state))
+        # every rank must take the same weights: from the losses of all ranks, not its own
+        worker.checkpointed.weighting.end_epoch(_mean_across_ranks(state.epoch_loss_sums, state.epoch_loss_counts))
+        state.epoch_loss_sums, state.epoch_loss_counts = {}, {}
     return end_of_epoch
 
 
@@ -220,19 +226,46 @@ def _autocast(mode: str, device: torch.device):
 
 
 def _mean_losses(state: TrainState) -> dict[str, float]:
+    """This rank's mean training loss per task since the last evaluation."""
     return {task: state.loss_sums[task] / state.loss_counts[task] for task in state.loss_sums}
+
+
+def _gather(value) -> list:
+    """``value`` of every rank, in rank order (every rank must call this, and gets the same list)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return [value]
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def _mean_across_ranks(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    """The mean per task over the losses of every rank, the same on every rank."""
+    total_sums, total_counts = {}, {}
+    for rank_sums, rank_counts in _gather((sums, counts)):
+        for task, value in rank_sums.items():
+            total_sums[task] = total_sums.get(task, 0.0) + value
+            total_counts[task] = total_counts.get(task, 0) + rank_counts[task]
+    return {task: total_sums[task] / total_counts[task] for task in total_sums}
+
+
+def _eval_share(config: Config, rank: int, world_size: int) -> dict[str, list[dict]]:
+    """This rank's share of each task's eval data, read from its files: every ``world_size``-th row."""
+    return {task.name: read_rows(task.eval, task.kind)[rank::world_size] for task in config.tasks if task.eval}
 
 
 def _evaluate_and_checkpoint(worker: Worker) -> None:
     """Evaluate, update early stopping, and report the metrics with a checkpoint (rank 0 writes it;
     every rank reports, or the others wait for it forever)."""
     config, state = worker.config, worker.state
-    train_losses = _mean_losses(state)
+    train_losses = _mean_across_ranks(state.loss_sums, state.loss_counts)
     state.loss_sums, state.loss_counts = {}, {}
     if worker.eval_rows:
+        # each rank scores its share; the summed counts give every rank the same, exact metrics
         predictor = Predictor(worker.bundle, device=worker.device, batch_size=config.train.eval_batch_size)
-        results = evaluate(predictor, worker.eval_rows)
-    else:  # no eval data: lower training loss is better
+        counts = add_counts(_gather(evaluation_counts(predictor, worker.eval_rows)))
+        results = reports_from_counts(counts, predictor.specs)
+    else:  # no eval data: lower training loss (of all ranks, so that all decide alike) is better
         results = {"tasks": {}, "combined": -sum(train_losses.values())}
     _record_evaluation(worker, results, train_losses)
     metrics = {"epoch": state.epoch, "step": state.step, "combined": results["combined"],
@@ -261,6 +294,7 @@ def _record_evaluation(worker: Worker, results: dict, train_losses: dict[str, fl
                                and state.epoch < worker.config.train.epochs)
     state.history.append({"epoch": state.epoch, "step": state.step, "combined": combined,
                           "train_loss": train_losses, "weights": worker.checkpointed.weighting.weights(),
+                          "weights_by_rank": _gather(worker.checkpointed.weighting.weights()),
                           "tasks": results["tasks"]})
 
 

@@ -21,18 +21,17 @@ from mtl.tasks import TaskSpec
 
 @dataclass
 class PreparedData:
-    """Label maps, tokenized training examples per task, and raw evaluation rows per task."""
+    """Label maps and tokenized training examples per task."""
 
     specs: list[TaskSpec]
     train_features: dict[str, list[dict]]
-    eval_rows: dict[str, list[dict]]
 
 
 def prepare_data(config: Config) -> PreparedData:
     """Read, cap, label-map and tokenize the data of every task in ``config``."""
     featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(resolve_encoder(config.model.encoder)),
                             max_length=config.model.max_length)
-    specs, train_features, eval_rows = [], {}, {}
+    specs, train_features = [], {}
     for index, task in enumerate(config.tasks):
         rows = _read(task.train, task, f"tasks.{index}.train")
         rows = _cap(rows, config.train.max_examples_per_task, config.train.seed)
@@ -43,9 +42,8 @@ def prepare_data(config: Config) -> PreparedData:
         train_features[task.name] = make_features(rows, spec)
         if task.eval is not None:
             rows = _read(task.eval, task, f"tasks.{index}.eval")
-            _check_labels(rows, spec, f"tasks.{index}.eval")
-            eval_rows[task.name] = rows
-    return PreparedData(specs=specs, train_features=train_features, eval_rows=eval_rows)
+            _check_labels(rows, spec, f"tasks.{index}.eval")  # the workers read it again, each its share
+    return PreparedData(specs=specs, train_features=train_features)
 
 
 def _read(source: DataSource, task: TaskConfig, field: str) -> list[dict]:

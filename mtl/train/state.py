@@ -41,8 +41,10 @@ class TrainState:
     train_sentences: int = 0     # sentences trained on by this worker
     history: list = field(default_factory=list)
     placements: list = field(default_factory=list)  # per (re)start: the Ray node id of each rank
-    loss_sums: dict = field(default_factory=dict)
+    loss_sums: dict = field(default_factory=dict)     # this rank's training losses since the last evaluation
     loss_counts: dict = field(default_factory=dict)
+    epoch_loss_sums: dict = field(default_factory=dict)   # ... and since the epoch began (for DWA)
+    epoch_loss_counts: dict = field(default_factory=dict)
 
 
 def read_progress(folder: Path) -> TrainState:

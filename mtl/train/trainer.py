@@ -73,8 +73,7 @@ def build_trainer(config: Config) -> TorchTrainer:
     checkpoints = checkpoint_storage(config, nodes=sum(node["Alive"] for node in ray.nodes()))
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in prepared.specs],
-                           "eval_rows": prepared.eval_rows},
+        train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in prepared.specs]},
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": settings.cpus_per_worker,
                                                            **({"GPU": 1} if gpu else {})},
