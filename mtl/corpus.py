@@ -101,13 +101,19 @@ class NumberedCSV(_NumberedRows, CSVDatasource):
 
 
 class _ParquetBatches(FileBasedDatasource):
-    """A Parquet file as a stream of record batches."""
+    """A Parquet file as a stream of record batches, each about a block's size in memory (rows
+    with wide columns beside the text make batches of fewer rows)."""
 
     _FILE_EXTENSIONS = ["parquet"]
-    ROWS_PER_BLOCK = 8192
+    MAX_ROWS = 8192
 
     def _read_stream(self, f, path: str):
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=self.ROWS_PER_BLOCK):
+        parquet = pq.ParquetFile(f)
+        metadata = parquet.metadata
+        in_memory = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
+        row_bytes = max(1, in_memory // max(1, metadata.num_rows))
+        rows = max(1, min(self.MAX_ROWS, ray.data.DataContext.get_current().target_max_block_size // row_bytes))
+        for batch in parquet.iter_batches(batch_size=rows):
             yield pa.Table.from_batches([batch])
 
     def _open_input_source(self, filesystem, path, **open_args):
@@ -119,8 +125,11 @@ class NumberedParquet(_NumberedRows, _ParquetBatches):
 
 
 def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_column: str,
-                io_cpus: float) -> ray.data.Dataset:
-    """One dataset row per input row (per line for text files, empty lines included), with ``row_id``."""
+                io_cpus: float, readers: int) -> ray.data.Dataset:
+    """One dataset row per input row (per line for text files, empty lines included), with ``row_id``.
+
+    At most ``readers`` files are read at once: reading outpaces labeling by far, and more read
+    tasks in flight only fill the object store (and spill to disk) ahead of the labelers."""
     numbers = {path: number for number, path in enumerate(files)}
     options = {"file_numbers": numbers, "filesystem": filesystem}
     if fmt == "parquet":
@@ -137,7 +146,7 @@ def read_corpus(files: list[str], filesystem: pafs.FileSystem, fmt: str, text_co
         source = NumberedText(files, drop_empty_lines=False, **options)
     else:
         raise ValueError(f"--format: unknown format {fmt!r}; use parquet, jsonl, csv, tsv or text")
-    return ray.data.read_datasource(source, num_cpus=io_cpus)
+    return ray.data.read_datasource(source, num_cpus=io_cpus, concurrency=readers)
 
 
 def estimate_row_bytes(path: str, filesystem: pafs.FileSystem, fmt: str) -> int:

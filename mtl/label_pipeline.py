@@ -123,13 +123,13 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
 
 def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str) -> ray.data.Dataset:
     """The corpus read, cut into batches and labeled by the actor pool (lazily: nothing runs yet)."""
-    dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS)
+    plan = _cluster_plan(options)
+    dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS, readers=max(2, plan.max_actors // 2))
     rows_per_batch = batch_rows(options, estimate_row_bytes(files[0], filesystem, fmt),
                                 embedding_bytes=_embedding_bytes(options))
     if fmt != "jsonl":
         _check_no_clash([name for name in dataset.schema().names if name != ROW_ID],
                         [ROW_ID, *output_columns(specs, options.embedding)])
-    plan = _cluster_plan(options)
     # blocks of one batch each, so that every actor gets work however the input is split into files
     return dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
         BatchLabeler,

@@ -119,9 +119,12 @@ def test_input_column_clash_and_unknown_task_fail_before_work(ray_local, model_d
 
 def spilled_bytes() -> int:
     """What this Ray session has spilled to disk so far, from Ray's own memory summary."""
+    import ray
     from ray._private.internal_api import memory_summary
 
-    found = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
+    # the session's own Ray, by address: another Ray on the machine must not confuse the look-up
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    found = re.search(r"Spilled (\d+) MiB", summary)
     return int(found.group(1)) * 1024**2 if found else 0
 
 
