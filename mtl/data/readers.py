@@ -11,8 +11,10 @@ them (SST-2's ``0``/``1`` stay ``"0"``/``"1"``), because those strings are what 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import pyarrow.parquet as pq
 
@@ -28,27 +30,35 @@ DOCSTART = "-DOCSTART-"
 def read_rows(source: DataSource, kind: TaskKind) -> list[dict]:
     """Read every row of ``source`` (a local path or a URI) for a task of ``kind``; raise DataError
     naming file and line."""
-    path = source.path
-    if not storage.is_file(path):
-        raise DataError(f"{path}: no such file")
+    if not storage.is_file(source.path):
+        raise DataError(f"{source.path}: no such file")
+    with storage.open_binary(source.path) as stream:
+        rows = list(iter_rows(source, kind, stream))
+    if not rows:
+        raise DataError(f"{source.path}: the file holds no examples")
+    return rows
+
+
+def iter_rows(source: DataSource, kind: TaskKind, stream: BinaryIO, name: str | None = None) -> Iterator[dict]:
+    """The rows of one open file of ``source``, one at a time; ``name`` (default: ``source.path``)
+    is the file as messages and ``origin`` name it."""
+    path = name or source.path
     fmt = source.resolved_format
     if fmt == "conll":
         if kind != "tagging":
             raise DataError(f"{path}: CoNLL files hold tagging data, not {kind}")
-        rows = list(_read_conll(path, source))
-    else:
-        records = {"csv": _table_records, "tsv": _table_records, "jsonl": _jsonl_records,
-                   "parquet": _parquet_records}[fmt](path, source)
-        to_row = _classification_row if kind == "classification" else _tagging_row
-        rows = [to_row(record, origin, source) for record, origin in records]
-    if not rows:
-        raise DataError(f"{path}: the file holds no examples")
-    return rows
+        yield from _read_conll(stream, path, source)
+        return
+    records = {"csv": _table_records, "tsv": _table_records, "jsonl": _jsonl_records,
+               "parquet": _parquet_records}[fmt](stream, path, source)
+    to_row = _classification_row if kind == "classification" else _tagging_row
+    for record, origin in records:
+        yield to_row(record, origin, source)
 
 
-def _read_conll(path: str, source: DataSource) -> Iterator[dict]:
+def _read_conll(stream: BinaryIO, path: str, source: DataSource) -> Iterator[dict]:
     tokens, tags, start = [], [], 0
-    for number, line in enumerate(_lines(path, source.encoding), start=1):
+    for number, line in enumerate(_lines(stream, path, source.encoding), start=1):
         fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
         if not fields or not "".join(fields).strip():
             if tokens:
@@ -75,19 +85,23 @@ def _read_conll(path: str, source: DataSource) -> Iterator[dict]:
         yield _tagging_rows_checked(tokens, tags, f"{path}:{start}", source)
 
 
-def _lines(path: str, encoding: str) -> Iterator[str]:
+def _lines(stream: BinaryIO, path: str, encoding: str) -> Iterator[str]:
     try:
-        with storage.open_text(path, encoding) as handle:
-            yield from handle
+        yield from _text(stream, encoding)
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not {encoding} text ({error.reason} at byte {error.start}); set encoding") from None
 
 
-def _table_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
+def _text(stream: BinaryIO, encoding: str) -> io.TextIOWrapper:
+    """Text over a binary stream, line endings kept as they are (``newline=""``, as csv needs)."""
+    return io.TextIOWrapper(stream, encoding=encoding, newline="")
+
+
+def _table_records(stream: BinaryIO, path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
     """CSV/TSV records keyed by column name (with a header) or by index (without one), read by the
     rules of ``mtl.formats``."""
     rules = dialect(source.resolved_format)
-    with storage.open_text(path, source.encoding) as handle:
+    with _text(stream, source.encoding) as handle:
         reader = csv.reader(handle, delimiter=rules.delimiter,
                             quoting=csv.QUOTE_MINIMAL if rules.quoted else csv.QUOTE_NONE)
         header = None
@@ -110,8 +124,8 @@ def _table_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
             raise DataError(f"{path}: not {source.encoding} text ({error.reason}); set encoding") from None
 
 
-def _jsonl_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
-    for number, line in enumerate(_lines(path, source.encoding), start=1):
+def _jsonl_records(stream: BinaryIO, path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
+    for number, line in enumerate(_lines(stream, path, source.encoding), start=1):
         if not line.strip():
             continue
         try:
@@ -123,11 +137,12 @@ def _jsonl_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
         yield record, f"{path}:{number}"
 
 
-def _parquet_records(path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
-    with storage.open_binary(path) as stream:
-        table = pq.read_table(stream)
-    for number, record in enumerate(table.to_pylist(), start=1):
-        yield record, f"{path}:row {number}"
+def _parquet_records(stream: BinaryIO, path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
+    number = 0
+    for batch in pq.ParquetFile(stream).iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            number += 1
+            yield record, f"{path}:row {number}"
 
 
 def _column(record: dict, column: str | int, origin: str, role: str):
