@@ -2,46 +2,67 @@
 
     python benchmarks/train_throughput.py [--config jobs/configs/demo.yaml] [--epochs 2]
 
-Both train the same model on the same tokenized data, batches and optimizer settings. Each is
-timed over its forward, backward and optimizer steps only (evaluation and checkpoints excluded on
-both sides); the ratio is Ray Train's sentences/s over the plain loop's.
+Both train the same model on the same data (the plain loop tokenizes it all in memory first; the
+job streams it from Ray Data), with the same batch size, mixing and optimizer settings. Each is
+timed over its steps, from taking a batch to the optimizer step (evaluation and checkpoints
+excluded on both sides); the ratio is Ray Train's sentences/s over the plain loop's.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import tempfile
 import time
 
+import numpy as np
 import torch
+from transformers import AutoTokenizer
 
-from mtl.checkpoint import build_model
+from mtl.checkpoint import build_model, resolve_encoder
 from mtl.config import load_config
-from mtl.data.mixing import TaskBatches, TaskMixer
+from mtl.data.features import Featurizer
+from mtl.data.mixing import TaskMixer
+from mtl.data.readers import read_rows
 from mtl.train.optim import build_optimizer, build_scheduler, parameter_groups
-from mtl.train.prepare import prepare_data
 from mtl.train.weighting import LossWeighting
 
 
-def plain_loop(config, prepared) -> float:
-    """The baseline: the same model, batches and optimizer in a bare loop; returns sentences/s."""
+def in_memory_features(config, specs) -> dict[str, list[dict]]:
+    """Every task's training rows, capped as the job caps them, tokenized up front."""
+    featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(resolve_encoder(config.model.encoder)),
+                            max_length=config.model.max_length)
+    features = {}
+    for task, spec in zip(config.tasks, specs):
+        rows = read_rows(task.train, task.kind)
+        limit = config.train.max_examples_per_task
+        if limit and len(rows) > limit:
+            rows = [rows[index] for index in np.sort(np.random.default_rng(config.train.seed).choice(len(rows), limit,
+                                                                                                     replace=False))]
+        make = featurizer.classification_features if task.kind == "classification" else featurizer.tagging_features
+        features[task.name] = make(rows, spec)
+    return features
+
+
+def plain_loop(config, specs) -> float:
+    """The baseline: the same model, mixing and optimizer in a bare loop over in-memory batches;
+    returns sentences/s."""
     settings = config.train
     torch.manual_seed(settings.seed)
-    bundle = build_model(config.model, prepared.specs)
+    features = in_memory_features(config, specs)
+    bundle = build_model(config.model, specs)
     model = bundle.model.train()
-    weighting = LossWeighting(strategy="static", tasks=[spec.name for spec in prepared.specs])
-    batches = {spec.name: TaskBatches(examples=prepared.train_features[spec.name], batch_size=settings.batch_size,
-                                      seed=settings.seed, task_index=index)
-               for index, spec in enumerate(prepared.specs)}
-    mixer = TaskMixer(batch_counts={task: source.batches_per_pass for task, source in batches.items()},
-                      strategy=settings.mixing, seed=settings.seed)
+    weighting = LossWeighting(strategy="static", tasks=[spec.name for spec in specs])
+    batch_counts = {task: math.ceil(len(rows) / settings.batch_size) for task, rows in features.items()}
+    mixer = TaskMixer(batch_counts=batch_counts, strategy=settings.mixing, seed=settings.seed)
     optimizer = build_optimizer(parameter_groups(model, weighting, settings, {}))
     scheduler = build_scheduler(optimizer, settings, mixer.steps_per_epoch * settings.epochs)
     draws, sentences, seconds = {}, 0, 0.0
     for epoch in range(settings.epochs):
         for task in mixer.schedule(epoch):
             started = time.perf_counter()
-            batch = bundle.featurizer.collate(batches[task].batch(draws.get(task, 0)))
+            batch = bundle.featurizer.collate(in_memory_batch(features[task], draws.get(task, 0), settings))
             draws[task] = draws.get(task, 0) + 1
             labels = batch.pop("labels")
             loss = model(**batch, tasks=[task], labels={task: labels}).losses[task]
@@ -55,24 +76,33 @@ def plain_loop(config, prepared) -> float:
     return sentences / seconds
 
 
+def in_memory_batch(rows: list[dict], draw: int, settings) -> list[dict]:
+    per_pass = math.ceil(len(rows) / settings.batch_size)
+    data_pass, index = divmod(draw, per_pass)
+    order = np.random.default_rng([settings.seed, data_pass]).permutation(len(rows))
+    return [rows[position] for position in order[index * settings.batch_size:(index + 1) * settings.batch_size]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="jobs/configs/demo.yaml")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--output", default="runs/benchmark_train_throughput")
+    parser.add_argument("--output", help="run folder (default: a new temporary one; an existing run is resumed)")
     args = parser.parse_args()
+    args.output = args.output or tempfile.mkdtemp(prefix="mtl-train-throughput-")
     cpus = os.cpu_count() or 1
     config = load_config(args.config, [f"train.epochs={args.epochs}", "train.num_workers=1", "train.patience=null",
                                        f"train.cpus_per_worker={cpus}", f"output={args.output}",
                                        "train.loss_weighting=static"])
     torch.set_num_threads(cpus)  # the Ray worker gets as many threads as it has CPUs
-    baseline = plain_loop(config, prepare_data(config))
-
     import ray
 
+    from mtl.train.data import plan_training_data
     from mtl.train.trainer import fit
 
     ray.init(ignore_reinit_error=True)
+    specs, _ = plan_training_data(config)
+    baseline = plain_loop(config, specs)
     started = time.perf_counter()
     summary = fit(config)
     wall = time.perf_counter() - started

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from mtl.data.mixing import TaskBatches, TaskMixer
+from mtl.data.mixing import TaskMixer
 
 COUNTS = {"big": 90, "small": 10}
 
@@ -39,14 +39,3 @@ def test_unknown_strategy_and_empty_task_are_rejected():
         TaskMixer(batch_counts=COUNTS, strategy="random")
     with pytest.raises(ValueError, match="no training batches"):
         TaskMixer(batch_counts={"a": 0})
-
-
-def test_task_batches_cover_every_example_once_per_pass_and_resume_exactly():
-    batches = TaskBatches(examples=list(range(10)), batch_size=4, seed=0, task_index=1)
-    first_pass = [batches.batch(draw) for draw in range(3)]
-    assert [len(batch) for batch in first_pass] == [4, 4, 2]
-    assert sorted(sum(first_pass, [])) == list(range(10))
-    second_pass = sum([batches.batch(draw) for draw in range(3, 6)], [])
-    assert sorted(second_pass) == list(range(10)) and second_pass != sum(first_pass, [])
-    resumed = TaskBatches(examples=list(range(10)), batch_size=4, seed=0, task_index=1)
-    assert resumed.batch(4) == batches.batch(4)

@@ -37,7 +37,7 @@ def test_a_saved_run_loads_back_whole_with_the_optimizer_state_beside_its_parame
     run = fresh_run(tiny_encoder_dir, demo_specs)
     train_steps(run, 3)
     run.progress.draws = {"sentiment": 3}
-    run.save(tmp_path, specs=demo_specs, metadata={"step": 3})
+    run.save(tmp_path, specs=demo_specs, metadata={"step": 3}, random_states=[])
 
     resumed = fresh_run(tiny_encoder_dir, demo_specs)
     resumed.bundle.model.to(torch.device("cpu"))  # where prepare_model puts it on a CPU worker

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import DEMO, s3_keys
 from train_configs import demo_config
 
 from mtl import storage
+from mtl.checkpoint import load_model_folder
 from mtl.config import validate_config
 from mtl.data.readers import read_rows
 from mtl.predict import Predictor
@@ -72,28 +74,42 @@ def kill_a_worker_after_first_checkpoint(run_folder: str, deadline: float) -> in
     raise AssertionError("no checkpoint appeared in time")
 
 
-def test_on_s3_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
+def test_a_run_on_s3_that_loses_a_worker_mid_epoch_ends_as_an_uninterrupted_run_does(
         ray_local, tiny_encoder_dir, bucket, tmp_path, monkeypatch):
-    """Data, checkpoints and the exported model all on S3, as on a cluster with no shared disk."""
+    """Two workers; data, checkpoints and the exported model all on S3, as on a cluster with no
+    shared disk. A worker is killed after the first (mid-epoch) checkpoint; the resumed run must
+    take the same steps on the same batches with the same random draws as a run never interrupted."""
     monkeypatch.chdir(tmp_path)
     for name in ("train.jsonl", "eval.jsonl"):
         storage.write_bytes(f"{bucket}/data/{name}", (DEMO / name).read_bytes())
-    raw = demo_config(str(tiny_encoder_dir), f"{bucket}/run", epochs=6, max_examples_per_task=128,
-                      loss_weighting="dwa", grad_accumulation=2, max_failures=2)
-    for task in raw["tasks"]:
-        task["train"]["path"], task["eval"]["path"] = f"{bucket}/data/train.jsonl", f"{bucket}/data/eval.jsonl"
+
+    def config(output: str):
+        raw = demo_config(str(tiny_encoder_dir), output, num_workers=2, epochs=3, max_examples_per_task=128,
+                          loss_weighting="dwa", grad_accumulation=2, eval_every_steps=3, max_failures=2)
+        for task in raw["tasks"]:
+            task["train"]["path"], task["eval"]["path"] = f"{bucket}/data/train.jsonl", f"{bucket}/data/eval.jsonl"
+        return validate_config(raw)
+
+    straight = fit(config(f"{bucket}/straight"))
     outcome = {}
-    training = threading.Thread(target=lambda: outcome.update(summary=fit(validate_config(raw))))
+    training = threading.Thread(target=lambda: outcome.update(summary=fit(config(f"{bucket}/run"))))
     training.start()
     killed = kill_a_worker_after_first_checkpoint(f"{bucket}/run/ray/mtl-train", time.time() + 240)
     training.join(timeout=300)
     assert not training.is_alive(), "training did not finish after the worker was killed"
     summary = outcome["summary"]
-    assert killed and summary.resumes == 1
-    assert summary.steps == expected_steps(128, 1, 16, 6, accumulation=2)
-    assert [entry["epoch"] for entry in summary.history] == [1, 2, 3, 4, 5, 6]
+    assert killed and summary.resumes == 1 and straight.resumes == 0
+    assert summary.steps == straight.steps == expected_steps(128, 2, 16, 3, accumulation=2)
+    assert [(entry["step"], entry["epoch"]) for entry in summary.history] == \
+        [(entry["step"], entry["epoch"]) for entry in straight.history]
+    for resumed_entry, straight_entry in zip(summary.history, straight.history):
+        assert resumed_entry["combined"] == pytest.approx(straight_entry["combined"], abs=1e-6)
+        assert resumed_entry["train_loss"] == pytest.approx(straight_entry["train_loss"], rel=1e-5)
+        assert resumed_entry["weights"] == pytest.approx(straight_entry["weights"], rel=1e-5)
+    resumed_model = load_model_folder(summary.best_model).model.state_dict()
+    for name, tensor in load_model_folder(straight.best_model).model.state_dict().items():
+        torch.testing.assert_close(resumed_model[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     assert summary.best_model == f"{bucket}/run/best"
-    Predictor.from_folder(summary.best_model, device="cpu")
     assert json.loads(storage.read_text(summary.metrics_file))["resumes"] == 1
     keys = s3_keys(bucket, "run/")
     assert "run/best/mtl.json" in keys and any(key.startswith("run/ray/mtl-train/checkpoint_") for key in keys)

@@ -14,13 +14,7 @@ schedule, and a run resumed from a checkpoint continues it exactly where it stop
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-
-def batches_in(size: int, batch_size: int) -> int:
-    return math.ceil(size / batch_size)
 
 
 class TaskMixer:
@@ -74,30 +68,3 @@ class TaskMixer:
         order = [task for task, count in shares.items() for _ in range(count)]
         rng = np.random.default_rng([self.seed, epoch])
         return [order[index] for index in rng.permutation(len(order))]
-
-
-class TaskBatches:
-    """One task's examples, served as shuffled batches; passes over the data repeat as needed.
-
-    ``batch(draw)`` is the ``draw``-th batch this task has given out since training began: a pure
-    function of the seed, so a resumed run picks up the exact next batch.
-    """
-
-    def __init__(self, *, examples: list, batch_size: int, seed: int, task_index: int):
-        self.examples = examples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.task_index = task_index
-        self._order_of_pass: dict[int, np.ndarray] = {}
-
-    @property
-    def batches_per_pass(self) -> int:
-        return batches_in(len(self.examples), self.batch_size)
-
-    def batch(self, draw: int) -> list:
-        data_pass, index = divmod(draw, self.batches_per_pass)
-        if data_pass not in self._order_of_pass:
-            self._order_of_pass = {data_pass: np.random.default_rng(
-                [self.seed, self.task_index, data_pass]).permutation(len(self.examples))}
-        positions = self._order_of_pass[data_pass][index * self.batch_size:(index + 1) * self.batch_size]
-        return [self.examples[position] for position in positions]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ from torch import nn
 
 from mtl.checkpoint import ModelBundle, build_model
 from mtl.config import Config
-from mtl.data.mixing import TaskBatches, TaskMixer
+from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
+from mtl.train.data import TaskData, TaskStream
 from mtl.train.evaluate import add_counts, evaluation_counts, reports_from_counts
 from mtl.train.optim import (
     FreezingPlan,
@@ -37,7 +39,7 @@ from mtl.train.optim import (
     build_scheduler,
     parameter_groups,
 )
-from mtl.train.state import RunState, TrainState
+from mtl.train.state import RunState, TrainState, random_state, set_random_state
 from mtl.train.weighting import LossWeighting
 
 # note: Ray Train routes worker prints through logging and also tees them to stdout, so plain
@@ -75,7 +77,7 @@ class Worker:
     module: nn.Module            # the TrainingModule, wrapped for DDP
     checkpointed: RunState
     freezing: FreezingPlan
-    batches: dict[str, TaskBatches]
+    streams: dict[str, TaskStream]
     mixer: TaskMixer
     progress: _Progress
 
@@ -85,7 +87,8 @@ class Worker:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Train on this worker's shard; ``loop_config`` holds the config, task specs and eval rows."""
+    """Train on this worker's share of the data; ``loop_config`` holds the config, the task specs and
+    where each task's data is (``mtl.train.data.TaskData``)."""
     worker = _set_up(loop_config)
     settings, state = worker.config.train, worker.state
     while state.epoch < settings.epochs and not state.stopped_early:
@@ -110,17 +113,19 @@ def _set_up(loop_config: dict) -> Worker:
     specs = [TaskSpec.from_dict(spec) for spec in loop_config["specs"]]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # the same initial weights on every rank
     bundle = build_model(config.model, specs)
+    torch.manual_seed(settings.seed + 1 + rank)  # dropout of its own on each rank
     weighting = LossWeighting(strategy=settings.loss_weighting, tasks=[spec.name for spec in specs],
                               static_weights={task.name: task.weight for task in config.tasks},
                               dwa_temperature=settings.dwa_temperature)
     freezing = FreezingPlan(settings)
     freezing.apply_static(bundle.model)
-    batches = {spec.name: TaskBatches(examples=_load_shard(spec.name), batch_size=settings.batch_size,
-                                      seed=settings.seed, task_index=index) for index, spec in enumerate(specs)}
-    mixer = TaskMixer(batch_counts={task: source.batches_per_pass for task, source in batches.items()},
-                      strategy=settings.mixing, temperature=settings.temperature, seed=settings.seed)
+    plans = {name: TaskData(**plan) for name, plan in loop_config["data"].items()}
+    batch_counts = {spec.name: math.ceil(plans[spec.name].rows_per_rank(world_size) / settings.batch_size)
+                    for spec in specs}
+    mixer = TaskMixer(batch_counts=batch_counts, strategy=settings.mixing, temperature=settings.temperature,
+                      seed=settings.seed)
     module = ray.train.torch.prepare_model(
         TrainingModule(bundle.model, weighting),
         # note: each step runs one task's head, so the other heads get no gradient that step
@@ -131,23 +136,34 @@ def _set_up(loop_config: dict) -> Worker:
     total_steps = math.ceil(mixer.steps_per_epoch / settings.grad_accumulation) * settings.epochs
     checkpointed = RunState(bundle=bundle, weighting=weighting, optimizer=optimizer,
                             scheduler=build_scheduler(optimizer, settings, total_steps), progress=TrainState())
-    _restore_latest(checkpointed)
+    _restore_latest(checkpointed, rank)
+    if rank != 0:  # the epoch's loss totals of every rank are rank 0's to carry
+        checkpointed.progress.epoch_loss_sums, checkpointed.progress.epoch_loss_counts = {}, {}
     checkpointed.progress.placements.append(_worker_nodes(world_size))
+    # each task's stream starts where the run stands in it: the batches already drawn are skipped
+    streams = {spec.name: TaskStream(plans[spec.name], spec, featurizer=bundle.featurizer,
+                                     batch_size=settings.batch_size, seed=settings.seed, task_index=index,
+                                     rank=rank, world_size=world_size,
+                                     draws=checkpointed.progress.draws.get(spec.name, 0))
+               for index, spec in enumerate(specs)}
     return Worker(config=config, specs=specs, eval_rows=_eval_share(config, rank, world_size), rank=rank,
                   world_size=world_size,
                   device=ray.train.torch.get_device(), bundle=bundle, module=module, checkpointed=checkpointed,
-                  freezing=freezing, batches=batches, mixer=mixer,
+                  freezing=freezing, streams=streams, mixer=mixer,
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
                                      every=settings.log_every_steps))
 
 
-def _restore_latest(checkpointed: RunState) -> None:
-    """Ray Train's latest checkpoint of this run loaded into ``checkpointed``, if there is one."""
+def _restore_latest(checkpointed: RunState, rank: int) -> None:
+    """Ray Train's latest checkpoint of this run loaded into ``checkpointed``, if there is one, and
+    this rank's random state as it was then."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
-        checkpointed.load(Path(folder))
+        random_states = checkpointed.load(Path(folder))
+    if rank < len(random_states):  # the same number of workers as when it was saved
+        set_random_state(random_states[rank])
     logger.info("[mtl] resumed from checkpoint: epoch %d, step %d", checkpointed.progress.epoch,
                 checkpointed.progress.step)
 
@@ -158,16 +174,15 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
     settings, state = worker.config.train, worker.state
     started = time.perf_counter()
     task = schedule[state.position]
-    draw = state.draws.get(task, 0)
-    state.draws[task] = draw + 1
+    state.draws[task] = state.draws.get(task, 0) + 1
     batch = {name: tensor.to(worker.device) for name, tensor in
-             worker.bundle.featurizer.collate(worker.batches[task].batch(draw)).items()}
+             worker.bundle.featurizer.collate(worker.streams[task].next_batch()).items()}
     state.position += 1
     stepping = state.position % settings.grad_accumulation == 0 or state.position == len(schedule)
     sync = contextlib.nullcontext() if stepping or worker.world_size == 1 else worker.module.no_sync()
-    with sync, _autocast(settings.mixed_precision, worker.device):
-        loss, weighted = worker.module(task, batch)
-    with sync:
+    with sync:  # one block: DDP's no_sync() can be entered only once
+        with _autocast(settings.mixed_precision, worker.device):
+            loss, weighted = worker.module(task, batch)
         (weighted / settings.grad_accumulation).backward()
     for sums, counts in ((state.loss_sums, state.loss_counts), (state.epoch_loss_sums, state.epoch_loss_counts)):
         sums[task] = sums.get(task, 0.0) + loss.item()
@@ -210,13 +225,6 @@ def _worker_nodes(world_size: int) -> list[str]:
     return nodes
 
 
-def _load_shard(task: str) -> list[dict]:
-    """This worker's share of the task's tokenized examples, as plain lists (fast to collate)."""
-    shard = ray.train.get_dataset_shard(f"train_{task}")
-    return [{name: value.tolist() if hasattr(value, "tolist") else value for name, value in row.items()}
-            for row in shard.iter_rows()]
-
-
 def _autocast(mode: str, device: torch.device):
     """bf16 autocast where asked, or on 'auto' where the GPU supports it; CPU stays in float32."""
     bf16_gpu = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -230,6 +238,11 @@ def _mean_losses(state: TrainState) -> dict[str, float]:
     return {task: state.loss_sums[task] / state.loss_counts[task] for task in state.loss_sums}
 
 
+def _peak_rss() -> int:
+    """This process's largest resident memory so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _gather(value) -> list:
     """``value`` of every rank, in rank order (every rank must call this, and gets the same list)."""
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
@@ -241,12 +254,24 @@ def _gather(value) -> list:
 
 def _mean_across_ranks(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
     """The mean per task over the losses of every rank, the same on every rank."""
+    total_sums, total_counts = _sum_across_ranks(sums, counts)
+    return {task: total_sums[task] / total_counts[task] for task in total_sums}
+
+
+def _sum_across_ranks(sums: dict[str, float], counts: dict[str, int]) -> tuple[dict, dict]:
     total_sums, total_counts = {}, {}
     for rank_sums, rank_counts in _gather((sums, counts)):
         for task, value in rank_sums.items():
             total_sums[task] = total_sums.get(task, 0.0) + value
             total_counts[task] = total_counts.get(task, 0) + rank_counts[task]
-    return {task: total_sums[task] / total_counts[task] for task in total_sums}
+    return total_sums, total_counts
+
+
+def _hand_epoch_losses_to_rank_0(state: TrainState, rank: int) -> None:
+    """Rank 0 alone writes checkpoints: it takes the epoch's loss totals of every rank (the others
+    keep none), so that a resumed run's end-of-epoch DWA update sums what the first run's would."""
+    totals = _sum_across_ranks(state.epoch_loss_sums, state.epoch_loss_counts)
+    state.epoch_loss_sums, state.epoch_loss_counts = totals if rank == 0 else ({}, {})
 
 
 def _eval_share(config: Config, rank: int, world_size: int) -> dict[str, list[dict]]:
@@ -268,16 +293,20 @@ def _evaluate_and_checkpoint(worker: Worker) -> None:
     else:  # no eval data: lower training loss (of all ranks, so that all decide alike) is better
         results = {"tasks": {}, "combined": -sum(train_losses.values())}
     _record_evaluation(worker, results, train_losses)
+    _hand_epoch_losses_to_rank_0(state, worker.rank)
+    state.peak_worker_rss = max(state.peak_worker_rss, *_gather(_peak_rss()))
     metrics = {"epoch": state.epoch, "step": state.step, "combined": results["combined"],
                **{f"{task}/{name}": value for task, report in results["tasks"].items()
                   for name, value in report.items() if isinstance(value, (int, float))},
                **{f"{task}/train_loss": value for task, value in train_losses.items()}}
+    random_states = _gather(random_state())  # every rank's, written by rank 0
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if worker.rank == 0:
             metadata = {"trained_at": datetime.now(timezone.utc).isoformat(), "epoch": state.epoch,
                         "step": state.step, "metrics": results, "config": config.model_dump()}
-            worker.checkpointed.save(Path(folder), specs=worker.specs, metadata=metadata)
+            worker.checkpointed.save(Path(folder), specs=worker.specs, metadata=metadata,
+                                     random_states=random_states)
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report(metrics, checkpoint=checkpoint)
 

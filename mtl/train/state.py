@@ -37,6 +37,7 @@ class TrainState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     resumes: int = 0        # times this run restarted from a checkpoint (lost worker, rerun)
+    peak_worker_rss: int = 0  # the largest resident memory of any worker so far, in bytes
     train_seconds: float = 0.0   # time in forward, backward and optimizer steps (not eval, not checkpoints)
     train_sentences: int = 0     # sentences trained on by this worker
     history: list = field(default_factory=list)
@@ -63,16 +64,19 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     progress: TrainState
 
-    def save(self, folder: Path, *, specs: list[TaskSpec], metadata: dict) -> None:
+    def save(self, folder: Path, *, specs: list[TaskSpec], metadata: dict, random_states: list[dict]) -> None:
+        """Write the checkpoint; ``random_states`` holds each rank's ``random_state()``."""
         save_model_folder(self.bundle, folder / MODEL_DIR, metadata=metadata)
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "weighting": self.weighting.state_dict()}, folder / TRAINER_STATE_FILE)
+                    "weighting": self.weighting.state_dict(), "random_states": random_states},
+                   folder / TRAINER_STATE_FILE)
         (folder / STATE_FILE).write_text(json.dumps({"state": asdict(self.progress),
                                                      "specs": [spec.to_dict() for spec in specs]}))
 
-    def load(self, folder: Path) -> None:
-        """Load a checkpoint folder into these objects, as a resumed run. The model must already be
-        on its device: ``Optimizer.load_state_dict`` puts each state on its parameter's device."""
+    def load(self, folder: Path) -> list[dict]:
+        """Load a checkpoint folder into these objects, as a resumed run, and return each rank's
+        random state. The model must already be on its device: ``Optimizer.load_state_dict`` puts
+        each state on its parameter's device."""
         self.bundle.model.load_state_dict(load_model_folder(folder / MODEL_DIR).model.state_dict())
         # weights_only: plain tensors and numbers, never arbitrary pickled objects
         trainer_state = torch.load(folder / TRAINER_STATE_FILE, weights_only=True, map_location="cpu")
@@ -81,3 +85,18 @@ class RunState:
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.progress = read_progress(folder)
         self.progress.resumes += 1
+        return trainer_state.get("random_states", [])
+
+
+def random_state() -> dict:
+    """This process's torch random state (dropout draws from it), CPU and current GPU."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_random_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

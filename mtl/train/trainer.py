@@ -1,8 +1,9 @@
-"""The Ray edge of training: a TorchTrainer over Ray Data shards, then the best model exported.
+"""The Ray edge of training: a TorchTrainer whose workers stream their data from Ray Data, then the
+best model exported.
 
-``fit`` prepares and checks the data on the driver, hands tokenized examples to Ray Data (one
-dataset per task, split evenly across workers), runs ``train_loop_per_worker`` on every worker, and
-copies the best checkpoint's model folder to ``<output>/best`` with a metrics file and plots.
+``fit`` counts and checks the data on the driver (label maps, rows per rank: ``mtl.train.data``),
+runs ``train_loop_per_worker`` on every worker, each reading and tokenizing its own share on Ray
+Data, and copies the best checkpoint's model folder to ``<output>/best`` with a metrics file and plots.
 A run writes its checkpoints under ``<output>/ray`` (or ``train.storage_path``) with a fixed name,
 so running it again with the same output resumes it instead of starting over. ``output`` and
 ``storage_path`` may be local paths or URIs (``s3://...``); on a cluster of several nodes the
@@ -13,22 +14,22 @@ restore them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ray
-import ray.data
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mtl import storage
 from mtl.checkpoint import SPEC_FILE
-from mtl.config import Config
+from mtl.config import Config, DataSource
 from mtl.errors import ConfigError
+from mtl.train.data import plan_training_data
 from mtl.train.loop import train_loop_per_worker
-from mtl.train.prepare import prepare_data
 from mtl.train.report import (
     metrics_table,
     plot_confusion_matrices,
@@ -64,16 +65,17 @@ def use_gpu(config: Config) -> bool:
 
 
 def build_trainer(config: Config) -> TorchTrainer:
-    """A TorchTrainer for ``config``; reading and checking the data happens here, before any worker."""
-    prepared = prepare_data(config)
+    """A TorchTrainer for ``config``. The data is counted and checked here, before any worker starts
+    (``plan_training_data``); the workers then read and tokenize their shares on Ray Data."""
+    config = _paths_for_workers(config)
+    specs, plans = plan_training_data(config)
     settings = config.train
     gpu = use_gpu(config)
-    datasets = {f"train_{task}": ray.data.from_items(features)
-                for task, features in prepared.train_features.items()}
     checkpoints = checkpoint_storage(config, nodes=sum(node["Alive"] for node in ray.nodes()))
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in prepared.specs]},
+        train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in specs],
+                           "data": {task: asdict(plan) for task, plan in plans.items()}},
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": settings.cpus_per_worker,
                                                            **({"GPU": 1} if gpu else {})},
@@ -85,8 +87,27 @@ def build_trainer(config: Config) -> TorchTrainer:
                                                checkpoint_score_attribute="combined", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=settings.max_failures),
         ),
-        datasets=datasets,
     )
+
+
+def _paths_for_workers(config: Config) -> Config:
+    """Data paths as the workers and Ray Data's tasks must see them.
+
+    In a job submitted with ``--working-dir`` every node has its own copy of that folder, and a
+    relative path resolves in it on every node: keep it relative, and keep Ray Train from moving
+    its workers into their run folder. Otherwise make it absolute: nothing else runs in the
+    driver's folder.
+    """
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # read where the trainer is built: here, on the driver
+    if ray.get_runtime_context().runtime_env.get("working_dir"):
+        return config
+
+    def absolute(source: DataSource | None) -> DataSource | None:
+        return source and source.model_copy(update={"path": storage.absolute(source.path)})
+
+    tasks = [task.model_copy(update={"train": absolute(task.train), "eval": absolute(task.eval)})
+             for task in config.tasks]
+    return config.model_copy(update={"tasks": tasks})
 
 
 def checkpoint_storage(config: Config, *, nodes: int) -> str:
@@ -135,6 +156,7 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
         reports = [write_metrics(local, {"best": best, "history": history, "steps": state["step"],
                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"],
                                          "sentences_per_second_per_worker": rate,
+                                         "peak_worker_rss_bytes": state["peak_worker_rss"],
                                          "placements": state["placements"]})]
         reports += plot_learning_curves(local, history) + plot_confusion_matrices(local, best)
         storage.replace_folder(local / "best", storage.join(output, "best"), last=SPEC_FILE)

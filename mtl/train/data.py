@@ -1,0 +1,251 @@
+"""Training data on Ray Data: read on the cluster, counted on the driver, streamed to each worker.
+
+    driver   plan_training_data: one Ray Data pass per task that only counts (rows per file, the
+             labels seen): the label maps, and how many rows each rank gets. Only counts reach it.
+    worker   TaskStream: its own share of a task (every W-th row), read and picked out by Ray Data
+             tasks on the cluster, tokenized and shuffled in windows by a thread of the worker
+             (seeded), pass after pass.
+
+Everything a worker sees is a pure function of (seed, task, pass, rank, world size): files are read
+in a seeded order per pass, rows are numbered as they are read (``row_id``, as in ``mtl.corpus``),
+and a stream resumed at its ``draws``-th batch gives the very batches the first run would have.
+Memory stays bounded: a worker holds a few windows of rows, the driver none.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.compute as pc
+import ray.data
+
+from mtl import storage
+from mtl.config import Config, DataSource, TaskConfig
+from mtl.corpus import ROW_BITS, ROW_ID, expand_input
+from mtl.data.features import Featurizer
+from mtl.data.readers import read_rows
+from mtl.errors import ConfigError, DataError
+from mtl.tasks import TaskSpec
+from mtl.train.sources import LabeledRows, rank_share
+
+WINDOW_ROWS = 4096      # rows a worker shuffles at a time
+# reading and tokenizing are light next to training, and a worker may hold every CPU of its node:
+# they reserve none, and at most READERS files of a task are read at once
+DATA_CPUS = 0
+READERS = 2
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Where one task's training rows are and how they split into ranks (no rows, only counts)."""
+
+    name: str
+    kind: str
+    source: dict                 # the DataSource, as a dict
+    files: list[str]             # in the filesystem's own form, sorted: their order numbers the rows
+    names: list[str]             # the same files as the user wrote them, for messages
+    file_rows: list[int]
+    keep: list[int] | None = None   # with max_examples_per_task: the positions kept, sorted
+    rows: int = field(default=0)    # rows after the cap
+
+    def rows_per_rank(self, world_size: int) -> int:
+        return self.rows // world_size
+
+
+def plan_training_data(config: Config) -> tuple[list[TaskSpec], dict[str, TaskData]]:
+    """Label maps and row counts of every task, from one counting pass each; eval data checked."""
+    specs, plans = [], {}
+    for index, task in enumerate(config.tasks):
+        where = f"tasks.{index}.train"
+        files, names = _files(task.train, where)
+        file_rows, seen = _count(task, files, names, where)
+        spec = TaskSpec.from_labels(task.name, task.kind, seen)
+        keep = _kept_positions(sum(file_rows), config.train.max_examples_per_task, config.train.seed)
+        plans[task.name] = TaskData(name=task.name, kind=task.kind, source=task.train.model_dump(), files=files,
+                                    names=names, file_rows=file_rows, keep=keep,
+                                    rows=len(keep) if keep is not None else sum(file_rows))
+        if task.eval is not None:
+            _check_eval_labels(task, spec, f"tasks.{index}.eval")
+        specs.append(spec)
+    return specs, plans
+
+
+def _files(source: DataSource, where: str) -> tuple[list[str], list[str]]:
+    try:
+        files, _ = expand_input(source.path)
+    except FileNotFoundError:
+        raise DataError(f"config error: {where}: {source.path}: no such file") from None
+    if storage.is_uri(source.path):
+        scheme = source.path.split("://", 1)[0]
+        return files, [f"{scheme}://{path}" for path in files]
+    return files, files
+
+
+def _read(source: DataSource, kind: str, files: list[str], names: list[str],
+          order: list[str] | None = None) -> ray.data.Dataset:
+    """The rows of ``files`` (read in ``order`` when given), numbered by their place in ``files``."""
+    numbers = {path: number for number, path in enumerate(files)}
+    filesystem, _ = storage.resolve(source.path)
+    datasource = LabeledRows(order or files, source=source, kind=kind, file_numbers=numbers,
+                             names=dict(zip(files, names)), filesystem=filesystem)
+    return ray.data.read_datasource(datasource, num_cpus=DATA_CPUS, concurrency=READERS)
+
+
+def _count(task: TaskConfig, files: list[str], names: list[str], where: str) -> tuple[list[int], set[str]]:
+    """Rows per file and the labels (or tags) seen, streamed through the driver a column at a time."""
+    label_column = "label" if task.kind == "classification" else "tags"
+    file_rows, seen = [0] * len(files), set()
+    try:
+        batches = _read(task.train, task.kind, files, names).select_columns([ROW_ID, label_column]) \
+            .iter_batches(batch_format="pyarrow", batch_size=None)
+        for batch in batches:
+            ids = batch[ROW_ID].to_numpy()
+            for file_number, count in zip(*np.unique(ids >> ROW_BITS, return_counts=True)):
+                file_rows[int(file_number)] += int(count)
+            labels = batch[label_column]
+            if task.kind == "tagging":
+                labels = pc.list_flatten(labels)
+            seen.update(pc.unique(labels).to_pylist())
+    except Exception as error:  # a DataError raised in a Ray task arrives wrapped
+        raise _data_error(error, where) from None
+    if not sum(file_rows):
+        raise DataError(f"config error: {where}: {task.train.path}: the file holds no examples")
+    return file_rows, seen
+
+
+def _data_error(error: BaseException, where: str) -> Exception:
+    """The DataError (file and line) inside Ray's wrapping of a failed read, named by its field."""
+    current, seen = error, set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)  # Ray's task errors are instances of their cause too
+        if isinstance(current, (DataError, ConfigError)) and not isinstance(cause, BaseException):
+            return DataError(f"config error: {where}: {current}")
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return error
+
+
+def _kept_positions(total: int, limit: int | None, seed: int) -> list[int] | None:
+    """A seeded random sample of ``limit`` row positions (not the first ones: files are often sorted)."""
+    if limit is None or total <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False)).tolist()
+
+
+def _check_eval_labels(task: TaskConfig, spec: TaskSpec, where: str) -> None:
+    try:
+        for row in read_rows(task.eval, task.kind):
+            for label in ([row["label"]] if spec.kind == "classification" else row["tags"]):
+                spec.label_id(label, row["origin"])
+    except (DataError, ConfigError) as error:
+        raise DataError(f"config error: {where}: {error}") from None
+
+
+class TaskStream:
+    """One task's training batches for one rank, pass after pass; ``draws`` batches already taken.
+
+    Each pass reads the task's files in a seeded order on Ray Data, whose tasks keep this rank's
+    rows (positions ``rank, rank + W, ...``, the same number on every rank). A thread of this
+    process tokenizes them a window at a time and shuffles each window, a window or two ahead of
+    training and a pass ahead: the tokenizer is loaded once per worker, not once per Ray task
+    process, and starting a pass never stalls a training step.
+    """
+
+    def __init__(self, data: TaskData, spec: TaskSpec, *, featurizer: Featurizer, batch_size: int, seed: int,
+                 task_index: int, rank: int, world_size: int, draws: int = 0):
+        self.data, self.spec, self.featurizer, self.batch_size = data, spec, featurizer, batch_size
+        self.seed, self.task_index, self.rank, self.world_size = seed, task_index, rank, world_size
+        self.rows_per_rank = data.rows_per_rank(world_size)
+        if self.rows_per_rank < 1:
+            raise DataError(f"task '{data.name}': {data.rows} training rows cannot be shared by {world_size} workers")
+        self.batches_per_pass = math.ceil(self.rows_per_rank / batch_size)
+        self._pass, skip = divmod(draws, self.batches_per_pass)
+        self._upcoming = Ahead(self._windows(self._pass))
+        self._batches = self._pass_batches(self._pass)
+        for _ in range(skip):  # a resumed run: the batches the first run had already trained on
+            next(self._batches)
+
+    def next_batch(self) -> list[dict]:
+        """The next batch of tokenized rows (``input_ids``..., ``labels``)."""
+        batch = next(self._batches, None)
+        if batch is None:
+            self._pass += 1
+            self._batches = self._pass_batches(self._pass)
+            batch = next(self._batches)
+        return batch
+
+    def _pass_batches(self, data_pass: int) -> Iterator[list[dict]]:
+        windows, self._upcoming = self._upcoming, Ahead(self._windows(data_pass + 1))
+        for rows in windows:
+            for start in range(0, len(rows), self.batch_size):
+                yield rows[start:start + self.batch_size]
+
+    def _windows(self, data_pass: int) -> Iterator[list[dict]]:
+        """The pass's rows for this rank, tokenized and shuffled, a window at a time."""
+        window_rows = self.batch_size * max(1, WINDOW_ROWS // self.batch_size)
+        make = (self.featurizer.classification_features if self.spec.kind == "classification"
+                else self.featurizer.tagging_features)
+        taken = 0
+        windows = self._pass_dataset(data_pass).iter_batches(batch_size=window_rows, batch_format="pyarrow")
+        for index, window in enumerate(windows):
+            rows = window.slice(0, self.rows_per_rank - taken).to_pylist()
+            taken += len(rows)
+            features = make(rows, self.spec)
+            generator = np.random.default_rng([self.seed, self.task_index, data_pass, self.rank, index])
+            order = generator.permutation(len(rows))
+            yield [features[position] for position in order]
+            if taken >= self.rows_per_rank:
+                return
+
+    def _pass_dataset(self, data_pass: int) -> ray.data.Dataset:
+        order = np.random.default_rng([self.seed, self.task_index, data_pass]).permutation(len(self.data.files))
+        share = functools.partial(rank_share, offsets=np.cumsum([0, *self.data.file_rows[:-1]]),
+                                  keep=None if self.data.keep is None else np.asarray(self.data.keep),
+                                  rank=self.rank, world_size=self.world_size,
+                                  limit=self.rows_per_rank * self.world_size)
+        context = ray.data.DataContext.get_current()
+        # one order of blocks on every run, so that a resumed stream gives the same batches
+        context.execution_options.preserve_order = True
+        # a pass is short and frequent: progress bars, redrawn in every worker and relayed to the
+        # driver, cost more CPU than the training steps beside them
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        source = DataSource.model_validate(self.data.source)
+        files = [self.data.files[index] for index in order]
+        return _read(source, self.data.kind, self.data.files, self.data.names, order=files) \
+            .map_batches(share, batch_format="pyarrow", batch_size=None, num_cpus=DATA_CPUS)
+
+
+class Ahead:
+    """An iterator run by a thread of its own, up to ``ahead`` items before its consumer."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator, ahead: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        threading.Thread(target=self._fill, args=(items,), daemon=True).start()
+
+    def _fill(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                self._queue.put(item)
+            self._queue.put(self._END)
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._queue.put(error)
+
+    def __iter__(self) -> Ahead:
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item

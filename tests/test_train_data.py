@@ -1,0 +1,103 @@
+"""Training data on Ray Data: the counting pass (label maps, caps, errors that name the field, file
+and line) and each worker's stream (its own share, the same batches on every run, resumable)."""
+
+import json
+
+import pytest
+from train_configs import demo_config
+from transformers import AutoTokenizer
+
+from mtl.config import validate_config
+from mtl.data.features import Featurizer
+from mtl.errors import ConfigError, DataError
+from mtl.train.data import TaskStream, plan_training_data
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def raw(tiny_encoder_dir, tmp_path):
+    return demo_config(str(tiny_encoder_dir), str(tmp_path / "run"))
+
+
+def test_the_counting_pass_builds_label_maps_and_caps_each_task(ray_local, raw):
+    specs, plans = plan_training_data(validate_config(raw))
+    assert [spec.name for spec in specs] == ["sentiment", "ner"]
+    assert specs[0].labels == ("negative", "positive")
+    assert {name: plan.rows for name, plan in plans.items()} == {"sentiment": 64, "ner": 64}
+    assert plans["ner"].file_rows == [400] and len(plans["ner"].keep) == 64
+
+
+def stream(plans, specs, raw, *, rank=0, world_size=1, draws=0, batch_size=16):
+    featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(raw["model"]["encoder"]), max_length=32)
+    return TaskStream(plans["ner"], specs[1], featurizer=featurizer, batch_size=batch_size, seed=7, task_index=1,
+                      rank=rank, world_size=world_size, draws=draws)
+
+
+def identities(batch) -> list[tuple]:
+    return [tuple(row["input_ids"]) + tuple(row["labels"]) for row in batch]
+
+
+def test_ranks_get_equal_disjoint_shares_and_a_resumed_stream_gives_the_same_batches(ray_local, raw):
+    raw["train"]["max_examples_per_task"] = 60
+    specs, plans = plan_training_data(validate_config(raw))
+    shares = [stream(plans, specs, raw, rank=rank, world_size=2) for rank in range(2)]
+    assert [share.batches_per_pass for share in shares] == [2, 2]  # 30 rows each, batches of 16
+    first_pass = [[row for _ in range(2) for row in identities(share.next_batch())] for share in shares]
+    assert [len(rows) for rows in first_pass] == [30, 30]
+    whole = stream(plans, specs, raw)
+    everything = [row for _ in range(4) for row in identities(whole.next_batch())]
+    assert sorted(first_pass[0] + first_pass[1]) == sorted(everything)
+    # pass two of rank 0, fresh or resumed after three batches
+    fresh = stream(plans, specs, raw, rank=0, world_size=2)
+    batches = [identities(fresh.next_batch()) for _ in range(4)]
+    resumed = stream(plans, specs, raw, rank=0, world_size=2, draws=3)
+    assert identities(resumed.next_batch()) == batches[3]
+    assert batches[2] != batches[0], "the second pass should be shuffled differently"
+
+
+def test_a_wrong_path_names_the_field(ray_local, raw):
+    raw["tasks"][1]["train"]["path"] = "nowhere/train.jsonl"
+    with pytest.raises(DataError, match=r"config error: tasks\.1\.train: nowhere/train.jsonl: no such file"):
+        plan_training_data(validate_config(raw))
+
+
+def test_a_bad_training_row_names_field_file_and_line(ray_local, raw, tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"text": "fine", "sentiment": "positive"}) + "\n" + json.dumps({"text": "x"}) + "\n")
+    raw["tasks"][0]["train"]["path"] = str(path)
+    with pytest.raises(DataError, match=r"config error: tasks\.0\.train: .*train.jsonl:2: no label_column 'sentiment'"):
+        plan_training_data(validate_config(raw))
+
+
+def test_unknown_column_in_eval_data_names_field_file_and_line(ray_local, raw):
+    raw["tasks"][0]["eval"]["label_column"] = "stars"
+    with pytest.raises(DataError, match=r"config error: tasks\.0\.eval: .*eval.jsonl:1: no label_column 'stars'"):
+        plan_training_data(validate_config(raw))
+
+
+def test_eval_label_never_seen_in_training_names_field_and_line(ray_local, raw, tmp_path):
+    rows = [{"text": "fine", "sentiment": "positive"}, {"text": "meh", "sentiment": "neutral"}]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    raw["tasks"][0]["eval"]["path"] = str(path)
+    with pytest.raises(DataError, match=r"tasks\.0\.eval: .*eval.jsonl:2: task 'sentiment': unknown label 'neutral'"):
+        plan_training_data(validate_config(raw))
+
+
+def test_eval_tag_of_an_unseen_entity_type_is_an_error(ray_local, raw, tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps({"tokens": ["Bob", "Inc"], "tags": ["B-PER", "B-COMPANY"]}) + "\n")
+    raw["tasks"][1]["eval"]["path"] = str(path)
+    with pytest.raises(DataError, match=r"tasks\.1\.eval: .*unknown label 'B-COMPANY'"):
+        plan_training_data(validate_config(raw))
+
+
+def test_unknown_task_kind_and_train_key_are_config_errors(raw):
+    raw["tasks"][0]["kind"] = "regression"
+    with pytest.raises(ConfigError, match=r"tasks\.0\.kind"):
+        validate_config(raw)
+    raw["tasks"][0]["kind"] = "classification"
+    raw["train"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"train\.epoch: Extra inputs are not permitted"):
+        validate_config(raw)
