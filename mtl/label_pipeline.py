@@ -27,9 +27,9 @@ from ray.data.checkpoint import CheckpointConfig
 from mtl import label_output, storage
 from mtl.checkpoint import embedding_dimension, read_model_description
 from mtl.corpus import (
-    ROW_ID,
     estimate_row_bytes,
     expand_input,
+    id_column,
     input_format,
     read_corpus,
 )
@@ -110,7 +110,7 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
     files, filesystem = expand_input(options.input)
     fmt = input_format(files, options.input_format)
     _configure_streaming(options)
-    with _checkpointed(output):  # a dataset keeps the context it was made in: turn it on before reading
+    with _checkpointed(output, id_column(fmt)):  # a dataset keeps the context it was made in: turn it on before reading
         labeled = _label(options, specs, files, filesystem, fmt)  # checks the input before anything is written
         run = label_output.begin_run(output, files, overwrite=options.overwrite)
         already_written = set(storage.list_files(run.data))
@@ -124,12 +124,12 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
 def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str) -> ray.data.Dataset:
     """The corpus read, cut into batches and labeled by the actor pool (lazily: nothing runs yet)."""
     plan = _cluster_plan(options)
-    dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS, readers=max(2, plan.max_actors // 2))
+    dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS, readers=max(1, plan.max_actors // 4))
     rows_per_batch = batch_rows(options, estimate_row_bytes(files[0], filesystem, fmt),
                                 embedding_bytes=_embedding_bytes(options))
     if fmt != "jsonl":
-        _check_no_clash([name for name in dataset.schema().names if name != ROW_ID],
-                        [ROW_ID, *output_columns(specs, options.embedding)])
+        _check_no_clash([name for name in dataset.schema().names if name != id_column(fmt)],
+                        [id_column(fmt), *output_columns(specs, options.embedding)])
     # blocks of one batch each, so that every actor gets work however the input is split into files
     return dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
         BatchLabeler,
@@ -155,9 +155,9 @@ def check_output_reachable(output: str, *, shared: bool, nodes: int) -> None:
 class _checkpointed:
     """Ray Data's job checkpointing, on for the write of one run and off after it."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, row_ids: str):
         # the staging folder goes as a whole once the output is committed
-        self.config = CheckpointConfig(id_column=ROW_ID, checkpoint_path=label_output.checkpoint_path(output),
+        self.config = CheckpointConfig(id_column=row_ids, checkpoint_path=label_output.checkpoint_path(output),
                                        delete_checkpoint_on_success=False)
 
     def __enter__(self) -> None:
@@ -177,8 +177,7 @@ def _count_rows(files: list[str]) -> int:
 
 def _configure_streaming(options: LabelOptions) -> None:
     """Keep the data in flight within a modest object store, however large the corpus: small blocks
-    let many be in flight at once without filling the store (Ray's default store is 30% of memory).
-    Parquet is read in record batches of a few thousand rows (``mtl.corpus``) for the same reason."""
+    let many be in flight at once without filling the store (Ray's default store is 30% of memory)."""
     ray.data.DataContext.get_current().target_max_block_size = options.block_bytes
 
 
