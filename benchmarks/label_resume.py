@@ -13,6 +13,7 @@ nothing would label all of it again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -56,12 +57,9 @@ def start_s3() -> object:
 def rows_written(folder: str) -> int:
     total = 0
     for path in storage.list_files(folder):
-        if path.endswith(".parquet"):
-            try:
-                with storage.open_binary(path) as stream:
-                    total += pq.ParquetFile(stream).metadata.num_rows
-            except (OSError, ValueError):  # a file still being written
-                pass
+        # a file still being written has no footer yet: it counts once it is whole
+        with contextlib.suppress(OSError, ValueError), storage.open_binary(path) as stream:
+            total += pq.ParquetFile(stream).metadata.num_rows if path.endswith(".parquet") else 0
     return total
 
 
