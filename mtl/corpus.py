@@ -47,16 +47,11 @@ def expand_input(pattern: str) -> tuple[list[str], pafs.FileSystem]:
         base, pattern_path = path[: path.find(next(c for c in path if c in "*?["))].rsplit("/", 1)[0], path
     found = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
     files = sorted(info.path for info in found if info.type == pafs.FileType.File
-                   and not _hidden(info.path[len(base):])
+                   and not storage.is_hidden(info.path[len(base):])
                    and (pattern_path is None or _glob_match(info.path, pattern_path)))
     if not files:
         raise FileNotFoundError(f"--input: no files match '{pattern}'")
     return files, filesystem
-
-
-def _hidden(relative: str) -> bool:
-    """Files that readers skip: any part of the path starts with ``_`` or ``.`` (``_SUCCESS``, staging)."""
-    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
 def _glob_match(path: str, pattern: str) -> bool:

@@ -87,15 +87,11 @@ def begin_run(output: str, inputs: list[str], *, overwrite: bool) -> Run:
 def _refuse_foreign_files(output: str) -> None:
     ours = {storage.name(path) for path in completed_files(output) or []} | {SUCCESS}
     foreign = [path for path in storage.list_files(output, recursive=True, relative=True)
-               if not _hidden(path) and path not in ours]
+               if not storage.is_hidden(path) and path not in ours]
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise ValueError(f"--output: {output} holds {len(foreign)} file(s) this job did not write ({shown}); "
                          "label into an empty folder or one that holds an earlier output of this job")
-
-
-def _hidden(relative: str) -> bool:
-    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
 def commit(run: Run) -> list[str]:

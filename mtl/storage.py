@@ -70,6 +70,12 @@ def absolute(path: str | os.PathLike) -> str:
     return str(path) if is_uri(path) else str(Path(path).absolute())
 
 
+def is_hidden(relative: str | os.PathLike) -> bool:
+    """Whether readers skip this path below a folder: a part of it starts with ``_`` or ``.``
+    (``_SUCCESS``, staging folders, ``.DS_Store``), as Spark, Ray Data and pyarrow skip them."""
+    return any(part.startswith(("_", ".")) for part in str(relative).split("/") if part)
+
+
 def name(path: str | os.PathLike) -> str:
     """The last part of a path or URI."""
     return str(path).rstrip("/").rsplit("/", 1)[-1]
