@@ -14,7 +14,6 @@ version (``cached_model_folder``), since Hugging Face loaders read local files o
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import tempfile
@@ -97,11 +96,6 @@ def open_binary(path: str | os.PathLike) -> BinaryIO:
     if filesystem.get_file_info(inner).type != pafs.FileType.File:
         raise FileNotFoundError(f"no such file '{path}'")
     return filesystem.open_input_file(inner)
-
-
-def open_text(path: str | os.PathLike, encoding: str = "utf-8") -> io.TextIOWrapper:
-    """A text stream that keeps line endings as they are (``newline=""``), as the csv module needs."""
-    return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

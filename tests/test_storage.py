@@ -36,12 +36,12 @@ def test_write_read_list_move_delete_round_trip(root):
     assert storage.list_files(storage.join(root, "absent")) == []
 
 
-def test_open_text_keeps_line_endings_and_names_a_missing_file(root):
+def test_open_binary_keeps_bytes_as_written_and_names_a_missing_file(root):
     storage.write_bytes(storage.join(root, "crlf.csv"), b"a,b\r\n1,2\r\n")
-    with storage.open_text(storage.join(root, "crlf.csv")) as handle:
-        assert handle.read() == "a,b\r\n1,2\r\n"
+    with storage.open_binary(storage.join(root, "crlf.csv")) as handle:
+        assert handle.read() == b"a,b\r\n1,2\r\n"
     with pytest.raises(FileNotFoundError, match="absent.csv"):
-        storage.open_text(storage.join(root, "absent.csv"))
+        storage.open_binary(storage.join(root, "absent.csv"))
 
 
 def test_upload_writes_the_marker_file_last_and_download_copies_back(root, tmp_path):
