@@ -45,14 +45,15 @@ class DataSource(_Frozen):
     scheme: Literal["iob1", "iob2"] = "iob2"
     encoding: str = "utf-8"
 
-    @property
-    def resolved_format(self) -> str:
-        """The declared format, else the one the file suffix implies."""
+    def format_of(self, file: str | None = None) -> str:
+        """The declared format, else the one the suffix of ``file`` (default: ``path``) implies: the
+        files of a folder each by its own suffix."""
         if self.format:
             return self.format
-        suffix = PurePosixPath(self.path).suffix.lower()
+        file = file or self.path
+        suffix = PurePosixPath(file).suffix.lower()
         if suffix not in LABELED_DATA_SUFFIXES:
-            raise ConfigError(f"{self.path}: cannot tell the format from the suffix {suffix!r}; set format")
+            raise ConfigError(f"{file}: cannot tell the format from the suffix {suffix!r}; set format")
         return LABELED_DATA_SUFFIXES[suffix]
 
 

@@ -68,10 +68,11 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_format_is_inferred_from_suffix_or_must_be_given():
-    assert DataSource(path="a/train.tsv").resolved_format == "tsv"
-    assert DataSource(path="eng.testa").resolved_format == "conll"
+    assert DataSource(path="a/train.tsv").format_of() == "tsv"
+    assert DataSource(path="eng.testa").format_of() == "conll"
+    assert DataSource(path="shards").format_of("shards/part-0.jsonl") == "jsonl"  # a folder: each file's own
     with pytest.raises(ConfigError, match="set format"):
-        _ = DataSource(path="data.xyz").resolved_format
+        _ = DataSource(path="data.xyz").format_of()
 
 
 def test_local_checkpoints_are_refused_on_several_nodes_unless_shared():

@@ -43,7 +43,7 @@ def iter_rows(source: DataSource, kind: TaskKind, stream: BinaryIO, name: str | 
     """The rows of one open file of ``source``, one at a time; ``name`` (default: ``source.path``)
     is the file as messages and ``origin`` name it."""
     path = name or source.path
-    fmt = source.resolved_format
+    fmt = source.format_of(path)
     if fmt == "conll":
         if kind != "tagging":
             raise DataError(f"{path}: CoNLL files hold tagging data, not {kind}")
@@ -100,7 +100,7 @@ def _text(stream: BinaryIO, encoding: str) -> io.TextIOWrapper:
 def _table_records(stream: BinaryIO, path: str, source: DataSource) -> Iterator[tuple[dict, str]]:
     """CSV/TSV records keyed by column name (with a header) or by index (without one), read by the
     rules of ``mtl.formats``."""
-    rules = dialect(source.resolved_format)
+    rules = dialect(source.format_of(path))
     with _text(stream, source.encoding) as handle:
         reader = csv.reader(handle, delimiter=rules.delimiter,
                             quoting=csv.QUOTE_MINIMAL if rules.quoted else csv.QUOTE_NONE)
