@@ -62,13 +62,19 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-def build_model(settings: ModelConfig, specs: list[TaskSpec]) -> ModelBundle:
-    """A new multi-task model: the pretrained encoder named in ``settings`` and fresh heads."""
+def build_featurizer(settings: ModelConfig) -> Featurizer:
+    """The featurizer of the pretrained encoder named in ``settings`` (its tokenizer)."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(settings.encoder))
+    return Featurizer(tokenizer=tokenizer, max_length=settings.max_length)
+
+
+def build_model(settings: ModelConfig, specs: list[TaskSpec], featurizer: Featurizer | None = None) -> ModelBundle:
+    """A new multi-task model: the pretrained encoder named in ``settings`` and fresh heads (with
+    ``featurizer`` when the caller has made it already)."""
     hf_logging.disable_progress_bar()
-    source = resolve_encoder(settings.encoder)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    transformer = AutoModel.from_pretrained(source)
-    return _assemble(transformer, tokenizer, settings, specs, metadata={})
+    featurizer = featurizer or build_featurizer(settings)
+    transformer = AutoModel.from_pretrained(resolve_encoder(settings.encoder))
+    return _assemble(transformer, featurizer.tokenizer, settings, specs, metadata={})
 
 
 def _assemble(transformer, tokenizer, settings: ModelConfig, specs: list[TaskSpec], metadata: dict) -> ModelBundle:

@@ -97,6 +97,9 @@ class TrainConfig(_Frozen):
     # how Ray places the workers: PACK fills a node first, SPREAD puts them on different nodes
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_examples_per_task: int | None = Field(default=None, ge=1)
+    # a worker whose share of a task has at most this many rows keeps it tokenized in memory after
+    # reading it once (a few bytes per token); larger shares are read again by Ray Data every pass
+    keep_in_memory_rows: int = Field(default=200_000, ge=0)
     seed: int = 42
     # task mixing: which task each batch comes from
     mixing: Literal["proportional", "temperature", "round_robin"] = "proportional"

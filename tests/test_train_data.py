@@ -4,6 +4,7 @@ and line) and each worker's stream (its own share, the same batches on every run
 import json
 
 import pytest
+from conftest import DEMO
 from train_configs import demo_config
 from transformers import AutoTokenizer
 
@@ -28,10 +29,10 @@ def test_the_counting_pass_builds_label_maps_and_caps_each_task(ray_local, raw):
     assert plans["ner"].file_rows == [400] and len(plans["ner"].keep) == 64
 
 
-def stream(plans, specs, raw, *, rank=0, world_size=1, draws=0, batch_size=16):
+def stream(plans, specs, raw, *, rank=0, world_size=1, draws=0, batch_size=16, keep_in_memory_rows=0):
     featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(raw["model"]["encoder"]), max_length=32)
     return TaskStream(plans["ner"], specs[1], featurizer=featurizer, batch_size=batch_size, seed=7, task_index=1,
-                      rank=rank, world_size=world_size, draws=draws)
+                      rank=rank, world_size=world_size, draws=draws, keep_in_memory_rows=keep_in_memory_rows)
 
 
 def identities(batch) -> list[tuple]:
@@ -54,6 +55,31 @@ def test_ranks_get_equal_disjoint_shares_and_a_resumed_stream_gives_the_same_bat
     resumed = stream(plans, specs, raw, rank=0, world_size=2, draws=3)
     assert identities(resumed.next_batch()) == batches[3]
     assert batches[2] != batches[0], "the second pass should be shuffled differently"
+
+
+def test_a_share_kept_in_memory_gives_the_batches_a_streamed_one_gives(ray_local, raw, tmp_path):
+    lines = (DEMO / "train.jsonl").read_text().splitlines()
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for number in range(3):  # several files: each pass reads them in an order of its own
+        (folder / f"part-{number}.jsonl").write_text("\n".join(lines[number * 40:(number + 1) * 40]) + "\n")
+    raw["tasks"][1]["train"]["path"] = str(folder)
+    raw["train"]["max_examples_per_task"] = 100
+    specs, plans = plan_training_data(validate_config(raw))
+    batches = 3 * 4  # three passes of 50 rows (rank 1 of 2) in batches of 16
+    streamed = stream(plans, specs, raw, rank=1, world_size=2)
+    kept = stream(plans, specs, raw, rank=1, world_size=2, keep_in_memory_rows=50)
+    assert kept.in_memory and not streamed.in_memory
+    assert [identities(kept.next_batch()) for _ in range(batches)] == \
+        [identities(streamed.next_batch()) for _ in range(batches)]
+    resumed = stream(plans, specs, raw, rank=1, world_size=2, draws=5, keep_in_memory_rows=50)
+    assert [identities(resumed.next_batch()) for _ in range(batches - 5)] == \
+        [identities(batch) for batch in _batches(plans, specs, raw)[5:batches]]
+
+
+def _batches(plans, specs, raw) -> list[list]:
+    whole = stream(plans, specs, raw, rank=1, world_size=2)
+    return [whole.next_batch() for _ in range(12)]
 
 
 def test_a_wrong_path_names_the_field(ray_local, raw):

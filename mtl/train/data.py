@@ -15,6 +15,7 @@ Memory stays bounded: a worker holds a few windows of rows, the driver none.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import queue
 import threading
@@ -154,22 +155,31 @@ class TaskStream:
     rows (positions ``rank, rank + W, ...``, the same number on every rank). A thread of this
     process tokenizes them a window at a time and shuffles each window, a window or two ahead of
     training and a pass ahead: the tokenizer is loaded once per worker, not once per Ray task
-    process, and starting a pass never stalls a training step.
+    process, and starting a pass never stalls a training step. A share of at most
+    ``keep_in_memory_rows`` rows is read once and kept, tokenized; later passes take the same rows
+    in the same order from memory, so the batches are the same either way.
     """
 
     def __init__(self, data: TaskData, spec: TaskSpec, *, featurizer: Featurizer, batch_size: int, seed: int,
-                 task_index: int, rank: int, world_size: int, draws: int = 0):
+                 task_index: int, rank: int, world_size: int, draws: int = 0, keep_in_memory_rows: int = 0):
         self.data, self.spec, self.featurizer, self.batch_size = data, spec, featurizer, batch_size
         self.seed, self.task_index, self.rank, self.world_size = seed, task_index, rank, world_size
         self.rows_per_rank = data.rows_per_rank(world_size)
         if self.rows_per_rank < 1:
             raise DataError(f"task '{data.name}': {data.rows} training rows cannot be shared by {world_size} workers")
         self.batches_per_pass = math.ceil(self.rows_per_rank / batch_size)
+        self.window_rows = batch_size * max(1, WINDOW_ROWS // batch_size)
         self._pass, skip = divmod(draws, self.batches_per_pass)
+        self._first_pass = self._pass
+        self._kept = KeptRows(self.window_rows) if self.rows_per_rank <= keep_in_memory_rows else None
         self._upcoming = Ahead(self._windows(self._pass))
         self._batches = self._pass_batches(self._pass)
         for _ in range(skip):  # a resumed run: the batches the first run had already trained on
             next(self._batches)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._kept is not None
 
     def next_batch(self) -> list[dict]:
         """The next batch of tokenized rows (``input_ids``..., ``labels``)."""
@@ -188,23 +198,33 @@ class TaskStream:
 
     def _windows(self, data_pass: int) -> Iterator[list[dict]]:
         """The pass's rows for this rank, tokenized and shuffled, a window at a time."""
-        window_rows = self.batch_size * max(1, WINDOW_ROWS // self.batch_size)
+        if self._kept is None:
+            windows = (features for _, features in self._read_windows(data_pass))
+        elif data_pass == self._first_pass:
+            windows = self._kept.fill(self._read_windows(data_pass))
+        else:
+            windows = self._kept.windows(self._file_order(data_pass))
+        for index, features in enumerate(windows):
+            generator = np.random.default_rng([self.seed, self.task_index, data_pass, self.rank, index])
+            yield [features[position] for position in generator.permutation(len(features))]
+
+    def _read_windows(self, data_pass: int) -> Iterator[tuple[np.ndarray, list[dict]]]:
+        """The pass's rows for this rank in reading order, tokenized, with the file number of each."""
         make = (self.featurizer.classification_features if self.spec.kind == "classification"
                 else self.featurizer.tagging_features)
         taken = 0
-        windows = self._pass_dataset(data_pass).iter_batches(batch_size=window_rows, batch_format="pyarrow")
-        for index, window in enumerate(windows):
-            rows = window.slice(0, self.rows_per_rank - taken).to_pylist()
-            taken += len(rows)
-            features = make(rows, self.spec)
-            generator = np.random.default_rng([self.seed, self.task_index, data_pass, self.rank, index])
-            order = generator.permutation(len(rows))
-            yield [features[position] for position in order]
+        windows = self._pass_dataset(data_pass).iter_batches(batch_size=self.window_rows, batch_format="pyarrow")
+        for window in windows:
+            window = window.slice(0, self.rows_per_rank - taken)
+            taken += window.num_rows
+            yield window[ROW_ID].to_numpy() >> ROW_BITS, make(window.to_pylist(), self.spec)
             if taken >= self.rows_per_rank:
                 return
 
+    def _file_order(self, data_pass: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.task_index, data_pass]).permutation(len(self.data.files))
+
     def _pass_dataset(self, data_pass: int) -> ray.data.Dataset:
-        order = np.random.default_rng([self.seed, self.task_index, data_pass]).permutation(len(self.data.files))
         share = functools.partial(rank_share, offsets=np.cumsum([0, *self.data.file_rows[:-1]]),
                                   keep=None if self.data.keep is None else np.asarray(self.data.keep),
                                   rank=self.rank, world_size=self.world_size,
@@ -217,9 +237,70 @@ class TaskStream:
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         source = DataSource.model_validate(self.data.source)
-        files = [self.data.files[index] for index in order]
+        files = [self.data.files[index] for index in self._file_order(data_pass)]
         return _read(source, self.data.kind, self.data.files, self.data.names, order=files) \
             .map_batches(share, batch_format="pyarrow", batch_size=None, num_cpus=DATA_CPUS)
+
+
+class KeptRows:
+    """A rank's share of a task, tokenized, kept in memory as it is first read: every feature
+    column packed into flat integer arrays (a few bytes per token, not a Python object each).
+
+    ``windows`` gives a later pass's rows in the order a read of the files in that order would
+    (each file's rows in file order) and in windows of the same size, so later passes see exactly
+    the rows that reading them again would give.
+    """
+
+    def __init__(self, window_rows: int):
+        self.window_rows = window_rows
+        self._chunks: list[PackedRows] = []
+        self._file_numbers: list[np.ndarray] = []
+        self._ready = threading.Event()
+
+    def fill(self, windows: Iterator[tuple[np.ndarray, list[dict]]]) -> Iterator[list[dict]]:
+        """Pass ``windows`` through, keeping each."""
+        for file_numbers, features in windows:
+            self._chunks.append(PackedRows(features))
+            self._file_numbers.append(file_numbers)
+            yield features
+        self._ready.set()
+
+    def windows(self, file_order: np.ndarray) -> Iterator[list[dict]]:
+        """The kept rows, the files' rows in ``file_order``; waits until the first pass is read."""
+        self._ready.wait()
+        file_numbers = np.concatenate(self._file_numbers)
+        sequence = np.concatenate([np.flatnonzero(file_numbers == number) for number in file_order])
+        for start in range(0, len(sequence), self.window_rows):
+            yield [self._row(int(index)) for index in sequence[start:start + self.window_rows]]
+
+    def _row(self, index: int) -> dict:
+        chunk, offset = divmod(index, self.window_rows)  # every window but the last is full
+        return self._chunks[chunk].row(offset)
+
+
+class PackedRows:
+    """Feature rows (ints, or lists of ints) as one flat array per feature, with row offsets."""
+
+    def __init__(self, rows: list[dict]):
+        self.columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for name in rows[0]:
+            values = [row[name] for row in rows]
+            if isinstance(values[0], list):
+                offsets = np.cumsum([0, *map(len, values)])
+                self.columns[name] = (_compact(np.fromiter(itertools.chain.from_iterable(values), np.int64,
+                                                           count=offsets[-1])), offsets)
+            else:
+                self.columns[name] = (np.asarray(values), None)
+
+    def row(self, index: int) -> dict:
+        return {name: values[offsets[index]:offsets[index + 1]].tolist() if offsets is not None
+                else values[index].item() for name, (values, offsets) in self.columns.items()}
+
+
+def _compact(values: np.ndarray) -> np.ndarray:
+    """int32 where the values fit (token ids, masks, label ids all do)."""
+    fits = not len(values) or (values.min() >= np.iinfo(np.int32).min and values.max() <= np.iinfo(np.int32).max)
+    return values.astype(np.int32) if fits else values
 
 
 class Ahead:

@@ -25,8 +25,9 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from mtl.checkpoint import ModelBundle, build_model
+from mtl.checkpoint import ModelBundle, build_featurizer, build_model
 from mtl.config import Config
+from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
 from mtl.predict import Predictor
@@ -39,7 +40,7 @@ from mtl.train.optim import (
     build_scheduler,
     parameter_groups,
 )
-from mtl.train.state import RunState, TrainState, random_state, set_random_state
+from mtl.train.state import RunState, TrainState, random_state, read_progress, set_random_state
 from mtl.train.weighting import LossWeighting
 
 # note: Ray Train routes worker prints through logging and also tees them to stdout, so plain
@@ -106,26 +107,49 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def _set_up(loop_config: dict) -> Worker:
-    """The model on this worker's device, then its optimizer, then the last checkpoint (if any)
-    loaded into both: an optimizer state loaded before the model moves would stay on the CPU."""
+    """This worker's data streams, then its model on its device, its optimizer, and the last
+    checkpoint (if any) loaded into both: an optimizer state loaded before the model moves would
+    stay on the CPU. The streams come first so that their first reads run while the model loads."""
     config = Config.model_validate(loop_config["config"])
-    settings = config.train
     specs = [TaskSpec.from_dict(spec) for spec in loop_config["specs"]]
+    plans = {name: TaskData(**plan) for name, plan in loop_config["data"].items()}
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as folder:
+        folder = Path(folder) if folder else None
+        featurizer = build_featurizer(config.model)
+        # each task's stream starts where the run stands in it: the batches already drawn are skipped
+        draws = read_progress(folder).draws if folder else {}
+        streams = {spec.name: TaskStream(plans[spec.name], spec, featurizer=featurizer,
+                                         batch_size=config.train.batch_size, seed=config.train.seed,
+                                         task_index=index, rank=rank, world_size=world_size,
+                                         draws=draws.get(spec.name, 0),
+                                         keep_in_memory_rows=config.train.keep_in_memory_rows)
+                   for index, spec in enumerate(specs)}
+        worker = _worker(config, specs, featurizer, streams, rank, world_size)
+        if folder:
+            _restore(worker.checkpointed, folder, rank)
+    if rank != 0:  # the epoch's loss totals of every rank are rank 0's to carry
+        worker.state.epoch_loss_sums, worker.state.epoch_loss_counts = {}, {}
+    worker.state.placements.append(_worker_nodes(world_size))
+    return worker
+
+
+def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, streams: dict[str, TaskStream],
+            rank: int, world_size: int) -> Worker:
+    """The model on this worker's device and everything that trains it, as a new run."""
+    settings = config.train
     torch.manual_seed(settings.seed)  # the same initial weights on every rank
-    bundle = build_model(config.model, specs)
+    bundle = build_model(config.model, specs, featurizer=featurizer)
     torch.manual_seed(settings.seed + 1 + rank)  # dropout of its own on each rank
     weighting = LossWeighting(strategy=settings.loss_weighting, tasks=[spec.name for spec in specs],
                               static_weights={task.name: task.weight for task in config.tasks},
                               dwa_temperature=settings.dwa_temperature)
     freezing = FreezingPlan(settings)
     freezing.apply_static(bundle.model)
-    plans = {name: TaskData(**plan) for name, plan in loop_config["data"].items()}
-    batch_counts = {spec.name: math.ceil(plans[spec.name].rows_per_rank(world_size) / settings.batch_size)
-                    for spec in specs}
-    mixer = TaskMixer(batch_counts=batch_counts, strategy=settings.mixing, temperature=settings.temperature,
-                      seed=settings.seed)
+    mixer = TaskMixer(batch_counts={name: stream.batches_per_pass for name, stream in streams.items()},
+                      strategy=settings.mixing, temperature=settings.temperature, seed=settings.seed)
     module = ray.train.torch.prepare_model(
         TrainingModule(bundle.model, weighting),
         # note: each step runs one task's head, so the other heads get no gradient that step
@@ -136,32 +160,16 @@ def _set_up(loop_config: dict) -> Worker:
     total_steps = math.ceil(mixer.steps_per_epoch / settings.grad_accumulation) * settings.epochs
     checkpointed = RunState(bundle=bundle, weighting=weighting, optimizer=optimizer,
                             scheduler=build_scheduler(optimizer, settings, total_steps), progress=TrainState())
-    _restore_latest(checkpointed, rank)
-    if rank != 0:  # the epoch's loss totals of every rank are rank 0's to carry
-        checkpointed.progress.epoch_loss_sums, checkpointed.progress.epoch_loss_counts = {}, {}
-    checkpointed.progress.placements.append(_worker_nodes(world_size))
-    # each task's stream starts where the run stands in it: the batches already drawn are skipped
-    streams = {spec.name: TaskStream(plans[spec.name], spec, featurizer=bundle.featurizer,
-                                     batch_size=settings.batch_size, seed=settings.seed, task_index=index,
-                                     rank=rank, world_size=world_size,
-                                     draws=checkpointed.progress.draws.get(spec.name, 0))
-               for index, spec in enumerate(specs)}
     return Worker(config=config, specs=specs, eval_rows=_eval_share(config, rank, world_size), rank=rank,
-                  world_size=world_size,
-                  device=ray.train.torch.get_device(), bundle=bundle, module=module, checkpointed=checkpointed,
-                  freezing=freezing, streams=streams, mixer=mixer,
+                  world_size=world_size, device=ray.train.torch.get_device(), bundle=bundle, module=module,
+                  checkpointed=checkpointed, freezing=freezing, streams=streams, mixer=mixer,
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
                                      every=settings.log_every_steps))
 
 
-def _restore_latest(checkpointed: RunState, rank: int) -> None:
-    """Ray Train's latest checkpoint of this run loaded into ``checkpointed``, if there is one, and
-    this rank's random state as it was then."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return
-    with checkpoint.as_directory() as folder:
-        random_states = checkpointed.load(Path(folder))
+def _restore(checkpointed: RunState, folder: Path, rank: int) -> None:
+    """A checkpoint of this run loaded into ``checkpointed``, and this rank's random state as it was then."""
+    random_states = checkpointed.load(folder)
     if rank < len(random_states):  # the same number of workers as when it was saved
         set_random_state(random_states[rank])
     logger.info("[mtl] resumed from checkpoint: epoch %d, step %d", checkpointed.progress.epoch,
