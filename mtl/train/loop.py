@@ -41,6 +41,7 @@ from mtl.train.optim import (
     parameter_groups,
 )
 from mtl.train.state import RunState, TrainState, random_state, read_progress, set_random_state
+from mtl.train.timing import AllReduceClock
 from mtl.train.weighting import LossWeighting
 
 # note: Ray Train routes worker prints through logging and also tees them to stdout, so plain
@@ -81,6 +82,7 @@ class Worker:
     streams: dict[str, TaskStream]
     mixer: TaskMixer
     progress: _Progress
+    allreduce_clock: AllReduceClock | None   # with several workers
 
     @property
     def state(self) -> TrainState:
@@ -163,6 +165,7 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
     return Worker(config=config, specs=specs, eval_rows=_eval_share(config, rank, world_size), rank=rank,
                   world_size=world_size, device=ray.train.torch.get_device(), bundle=bundle, module=module,
                   checkpointed=checkpointed, freezing=freezing, streams=streams, mixer=mixer,
+                  allreduce_clock=AllReduceClock.attach(module),
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
                                      every=settings.log_every_steps))
 
@@ -199,6 +202,8 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
     if stepping:
         _optimizer_step(worker)
     state.train_seconds += time.perf_counter() - started
+    if worker.allreduce_clock:
+        state.allreduce_seconds += worker.allreduce_clock.take()
     if not stepping:
         return None
     worker.progress.log(state, settings.epochs)

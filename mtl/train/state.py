@@ -40,6 +40,7 @@ class TrainState:
     peak_worker_rss: int = 0  # the largest resident memory of any worker so far, in bytes
     train_seconds: float = 0.0   # time in forward, backward and optimizer steps (not eval, not checkpoints)
     train_sentences: int = 0     # sentences trained on by this worker
+    allreduce_seconds: float = 0.0   # of train_seconds, with a gradient all-reduce in flight (several workers)
     history: list = field(default_factory=list)
     placements: list = field(default_factory=list)  # per (re)start: the Ray node id of each rank
     loss_sums: dict = field(default_factory=dict)     # this rank's training losses since the last evaluation

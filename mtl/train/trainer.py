@@ -51,6 +51,8 @@ class TrainingSummary:
     steps: int
     resumes: int
     worker_sentences_per_second: float   # one worker's training rate; the job's is about W times it
+    seconds_per_step: float              # rank 0's, from taking a batch to the optimizer step
+    allreduce_seconds_per_step: float    # of which a gradient all-reduce was in flight
     placements: list[list[str]]   # the Ray node id of each rank, per (re)start of the workers
 
     def table(self) -> str:
@@ -153,9 +155,12 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
         history = state["history"]
         # a worker's own rate; with W workers the job trains about W times as many sentences per second
         rate = state["train_sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
+        steps = max(state["step"], 1)
+        step_times = {"seconds_per_step": state["train_seconds"] / steps,
+                      "allreduce_seconds_per_step": state["allreduce_seconds"] / steps}
         reports = [write_metrics(local, {"best": best, "history": history, "steps": state["step"],
                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"],
-                                         "sentences_per_second_per_worker": rate,
+                                         "sentences_per_second_per_worker": rate, **step_times,
                                          "peak_worker_rss_bytes": state["peak_worker_rss"],
                                          "placements": state["placements"]})]
         reports += plot_learning_curves(local, history) + plot_confusion_matrices(local, best)
@@ -165,4 +170,4 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
     published = [storage.join(output, report.name) for report in reports]
     return TrainingSummary(best_model=storage.join(output, "best"), metrics_file=published[0], plots=published[1:],
                            best=best, history=history, steps=state["step"], resumes=state["resumes"],
-                           worker_sentences_per_second=rate, placements=state["placements"])
+                           worker_sentences_per_second=rate, placements=state["placements"], **step_times)
