@@ -229,17 +229,18 @@ class TaskStream:
                                   keep=None if self.data.keep is None else np.asarray(self.data.keep),
                                   rank=self.rank, world_size=self.world_size,
                                   limit=self.rows_per_rank * self.world_size)
-        context = ray.data.DataContext.get_current()
+        source = DataSource.model_validate(self.data.source)
+        files = [self.data.files[index] for index in self._file_order(data_pass)]
+        dataset = _read(source, self.data.kind, self.data.files, self.data.names, order=files) \
+            .map_batches(share, batch_format="pyarrow", batch_size=None, num_cpus=DATA_CPUS)
+        context = dataset.context  # this dataset's own copy: the process's default stays as it was
         # one order of blocks on every run, so that a resumed stream gives the same batches
         context.execution_options.preserve_order = True
         # a pass is short and frequent: progress bars, redrawn in every worker and relayed to the
         # driver, cost more CPU than the training steps beside them
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        source = DataSource.model_validate(self.data.source)
-        files = [self.data.files[index] for index in self._file_order(data_pass)]
-        return _read(source, self.data.kind, self.data.files, self.data.names, order=files) \
-            .map_batches(share, batch_format="pyarrow", batch_size=None, num_cpus=DATA_CPUS)
+        return dataset
 
 
 class KeptRows:
