@@ -43,6 +43,10 @@ def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, ti
     assert evaluate(predictor, eval_rows)["combined"] == pytest.approx(summary.best["combined"], abs=1e-6)
     stored = json.loads(Path(summary.metrics_file).read_text())
     assert set(stored) >= {"best", "history", "steps", "resumes"}
+    # two workers: part of each step had an all-reduce in flight, and memory was sampled
+    assert 0 < summary.allreduce_seconds_per_step < summary.seconds_per_step
+    # (the kernel's per-CPU memory counters lag by a few pages: a MiB of slack)
+    assert 0 < stored["peak_worker_private_rss_bytes"] <= stored["peak_worker_rss_bytes"] + 2**20
     assert {Path(path).name for path in summary.plots} == {"learning_curve_sentiment.png", "learning_curve_ner.png",
                                                            "confusion_sentiment.png"}
     assert all(Path(path).read_bytes()[:4] == b"\x89PNG" for path in summary.plots)

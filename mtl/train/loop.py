@@ -204,6 +204,7 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
     state.train_seconds += time.perf_counter() - started
     if worker.allreduce_clock:
         state.allreduce_seconds += worker.allreduce_clock.take()
+    state.peak_worker_private_rss = max(state.peak_worker_private_rss, _private_rss())
     if not stepping:
         return None
     worker.progress.log(state, settings.epochs)
@@ -254,6 +255,17 @@ def _mean_losses(state: TrainState) -> dict[str, float]:
 def _peak_rss() -> int:
     """This process's largest resident memory so far, in bytes (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _private_rss() -> int:
+    """This process's resident memory now, less shared memory (the pages of Ray's object store that
+    it has read blocks from, which belong to the node's store), in bytes; 0 where /proc is absent."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    sizes = dict(line.split(":", 1) for line in status.splitlines() if line.startswith(("RssAnon", "RssFile")))
+    return sum(int(size.split()[0]) for size in sizes.values()) * 1024
 
 
 def _gather(value) -> list:
@@ -308,6 +320,7 @@ def _evaluate_and_checkpoint(worker: Worker) -> None:
     _record_evaluation(worker, results, train_losses)
     _hand_epoch_losses_to_rank_0(state, worker.rank)
     state.peak_worker_rss = max(state.peak_worker_rss, *_gather(_peak_rss()))
+    state.peak_worker_private_rss = max(_gather(state.peak_worker_private_rss))
     metrics = {"epoch": state.epoch, "step": state.step, "combined": results["combined"],
                **{f"{task}/{name}": value for task, report in results["tasks"].items()
                   for name, value in report.items() if isinstance(value, (int, float))},

@@ -38,6 +38,7 @@ class TrainState:
     stopped_early: bool = False
     resumes: int = 0        # times this run restarted from a checkpoint (lost worker, rerun)
     peak_worker_rss: int = 0  # the largest resident memory of any worker so far, in bytes
+    peak_worker_private_rss: int = 0  # ... less shared memory (object-store pages), sampled every step
     train_seconds: float = 0.0   # time in forward, backward and optimizer steps (not eval, not checkpoints)
     train_sentences: int = 0     # sentences trained on by this worker
     allreduce_seconds: float = 0.0   # of train_seconds, with a gradient all-reduce in flight (several workers)

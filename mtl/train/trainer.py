@@ -162,6 +162,7 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
                                          "resumes": state["resumes"], "stopped_early": state["stopped_early"],
                                          "sentences_per_second_per_worker": rate, **step_times,
                                          "peak_worker_rss_bytes": state["peak_worker_rss"],
+                                         "peak_worker_private_rss_bytes": state["peak_worker_private_rss"],
                                          "placements": state["placements"]})]
         reports += plot_learning_curves(local, history) + plot_confusion_matrices(local, best)
         storage.replace_folder(local / "best", storage.join(output, "best"), last=SPEC_FILE)
