@@ -256,6 +256,7 @@ class KeptRows:
         self.window_rows = window_rows
         self._chunks: list[PackedRows] = []
         self._file_numbers: list[np.ndarray] = []
+        self._rows_of_file: dict[int, np.ndarray] = {}   # file number -> its kept rows, in file order
         self._ready = threading.Event()
 
     def fill(self, windows: Iterator[tuple[np.ndarray, list[dict]]]) -> Iterator[list[dict]]:
@@ -264,13 +265,17 @@ class KeptRows:
             self._chunks.append(PackedRows(features))
             self._file_numbers.append(file_numbers)
             yield features
+        file_numbers = np.concatenate(self._file_numbers)
+        order = np.argsort(file_numbers, kind="stable")  # each file's rows stay in file order
+        numbers, starts = np.unique(file_numbers[order], return_index=True)
+        self._rows_of_file = dict(zip(numbers.tolist(), np.split(order, starts[1:])))
         self._ready.set()
 
     def windows(self, file_order: np.ndarray) -> Iterator[list[dict]]:
         """The kept rows, the files' rows in ``file_order``; waits until the first pass is read."""
         self._ready.wait()
-        file_numbers = np.concatenate(self._file_numbers)
-        sequence = np.concatenate([np.flatnonzero(file_numbers == number) for number in file_order])
+        none = np.empty(0, dtype=np.int64)  # a file none of whose rows are this rank's
+        sequence = np.concatenate([self._rows_of_file.get(int(number), none) for number in file_order])
         for start in range(0, len(sequence), self.window_rows):
             yield [self._row(int(index)) for index in sequence[start:start + self.window_rows]]
 
