@@ -2,16 +2,19 @@
 and line) and each worker's stream (its own share, the same batches on every run, resumable)."""
 
 import json
+import time
 
+import numpy as np
 import pytest
 from conftest import DEMO
 from train_configs import demo_config
 from transformers import AutoTokenizer
 
+import mtl.train.data
 from mtl.config import validate_config
 from mtl.data.features import Featurizer
 from mtl.errors import ConfigError, DataError
-from mtl.train.data import TaskStream, plan_training_data
+from mtl.train.data import TaskStream, file_runs, plan_training_data
 
 pytestmark = pytest.mark.ray
 
@@ -74,6 +77,39 @@ def test_a_share_kept_in_memory_gives_the_batches_a_streamed_one_gives(ray_local
     assert [identities(kept.next_batch()) for _ in range(batches)] == expected
     resumed = stream(plans, specs, raw, rank=1, world_size=2, draws=5, keep_in_memory_rows=50)
     assert [identities(resumed.next_batch()) for _ in range(batches - 5)] == expected[5:]
+
+
+def test_a_pass_reads_its_files_a_run_at_a_time_and_gives_the_batches_of_one_read(
+        ray_local, raw, tmp_path, monkeypatch):
+    lines = (DEMO / "train.jsonl").read_text().splitlines()
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for number in range(2):
+        (folder / f"part-{number}.jsonl").write_text("\n".join(lines[number * 100:(number + 1) * 100]) + "\n")
+    raw["tasks"][1]["train"]["path"] = str(folder)
+    raw["train"]["max_examples_per_task"] = 200
+    specs, plans = plan_training_data(validate_config(raw))
+    monkeypatch.setattr(mtl.train.data, "WINDOW_ROWS", 16)  # windows of one batch: a few are read ahead
+    one_read = stream(plans, specs, raw)
+    expected = [identities(one_read.next_batch()) for _ in range(13)]  # a pass: 200 rows in batches of 16
+    runs = []
+    run_dataset = TaskStream._run_dataset
+    monkeypatch.setattr(TaskStream, "_run_dataset",
+                        lambda self, files: (self is share and runs.append(files)) or run_dataset(self, files))
+    monkeypatch.setattr(mtl.train.data, "RUN_ROWS", 100)
+    share = None  # until it exists: the first stream's reader may run on into its next pass meanwhile
+    share = stream(plans, specs, raw)
+    batches = [identities(share.next_batch())]
+    time.sleep(2)  # the reader thread fills what it may hold ahead
+    assert len(runs) == 1, "the second file was read while the first was still being taken"
+    batches += [identities(share.next_batch()) for _ in range(12)]
+    assert sorted(runs[:2]) == [[0], [1]]  # then the next pass's first run may start
+    assert batches == expected
+
+
+def test_file_runs_group_files_in_order_until_they_hold_enough_rows():
+    assert list(file_runs(np.array([2, 0, 1, 3]), [10, 50, 30, 5], 40)) == [[2, 0], [1], [3]]
+    assert list(file_runs(np.array([1, 0]), [10, 100], 40)) == [[1], [0]]
 
 
 def test_a_wrong_path_names_the_field(ray_local, raw):

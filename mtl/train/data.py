@@ -9,7 +9,8 @@
 Everything a worker sees is a pure function of (seed, task, pass, rank, world size): files are read
 in a seeded order per pass, rows are numbered as they are read (``row_id``, as in ``mtl.corpus``),
 and a stream resumed at its ``draws``-th batch gives the very batches the first run would have.
-Memory stays bounded: a worker holds a few windows of rows, the driver none.
+Memory stays bounded: a worker holds a few windows of rows and one run of files' read-ahead
+(``RUN_ROWS``) in the object store, the driver none.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
@@ -40,6 +42,14 @@ WINDOW_ROWS = 4096      # rows a worker shuffles at a time
 # they reserve none, and at most READERS files of a task are read at once
 DATA_CPUS = 0
 READERS = 2
+# a pass reads its files in runs of about this many rows, one Ray Data read per run, each started
+# only once the run before it has been taken: a read runs ahead of training as far as the object
+# store lets it, and the worker maps every store page it reads a block from, so one read of the
+# whole pass would grow the worker's memory with the corpus. (Ray Data's own object-store limit
+# bounds it too, but a backpressured read spins its scheduling loop on the worker's GIL and
+# halves training speed: docs/benchmarks.md.) Small blocks let a run's first rows come early.
+RUN_ROWS = 65_536
+BLOCK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -169,11 +179,9 @@ class TaskStream:
             raise DataError(f"task '{data.name}': {data.rows} training rows cannot be shared by {world_size} workers")
         self.batches_per_pass = math.ceil(self.rows_per_rank / batch_size)
         self.window_rows = batch_size * max(1, WINDOW_ROWS // batch_size)
-        self._pass, skip = divmod(draws, self.batches_per_pass)
-        self._first_pass = self._pass
+        self._first_pass, skip = divmod(draws, self.batches_per_pass)
         self._kept = KeptRows(self.window_rows) if self.rows_per_rank <= keep_in_memory_rows else None
-        self._upcoming = Ahead(self._windows(self._pass))
-        self._batches = self._pass_batches(self._pass)
+        self._batches = self._every_batch()
         for _ in range(skip):  # a resumed run: the batches the first run had already trained on
             next(self._batches)
 
@@ -183,15 +191,14 @@ class TaskStream:
 
     def next_batch(self) -> list[dict]:
         """The next batch of tokenized rows (``input_ids``..., ``labels``)."""
-        batch = next(self._batches, None)
-        if batch is None:
-            self._pass += 1
-            self._batches = self._pass_batches(self._pass)
-            batch = next(self._batches)
-        return batch
+        return next(self._batches)
 
-    def _pass_batches(self, data_pass: int) -> Iterator[list[dict]]:
-        windows, self._upcoming = self._upcoming, Ahead(self._windows(data_pass + 1))
+    def _every_batch(self) -> Iterator[list[dict]]:
+        """Batches of pass after pass. Every window but a pass's last is a whole number of batches,
+        so batches never straddle passes; one thread reads the passes in turn, so the next pass's
+        reading starts only as this one's ends."""
+        windows = Ahead(window for data_pass in itertools.count(self._first_pass)
+                        for window in self._windows(data_pass))
         for rows in windows:
             for start in range(0, len(rows), self.batch_size):
                 yield rows[start:start + self.batch_size]
@@ -213,8 +220,7 @@ class TaskStream:
         make = (self.featurizer.classification_features if self.spec.kind == "classification"
                 else self.featurizer.tagging_features)
         taken = 0
-        windows = self._pass_dataset(data_pass).iter_batches(batch_size=self.window_rows, batch_format="pyarrow")
-        for window in windows:
+        for window in _rebatched(self._read_runs(data_pass), self.window_rows):
             window = window.slice(0, self.rows_per_rank - taken)
             taken += window.num_rows
             yield window[ROW_ID].to_numpy() >> ROW_BITS, make(window.to_pylist(), self.spec)
@@ -224,23 +230,59 @@ class TaskStream:
     def _file_order(self, data_pass: int) -> np.ndarray:
         return np.random.default_rng([self.seed, self.task_index, data_pass]).permutation(len(self.data.files))
 
-    def _pass_dataset(self, data_pass: int) -> ray.data.Dataset:
+    def _read_runs(self, data_pass: int) -> Iterator[pa.Table]:
+        """This rank's rows of the pass's files, in their seeded order, a run of files at a time."""
+        for run in file_runs(self._file_order(data_pass), self.data.file_rows, RUN_ROWS):
+            yield from self._run_dataset(run).iter_batches(batch_size=None, batch_format="pyarrow")
+
+    def _run_dataset(self, file_numbers: list[int]) -> ray.data.Dataset:
         share = functools.partial(rank_share, offsets=np.cumsum([0, *self.data.file_rows[:-1]]),
                                   keep=None if self.data.keep is None else np.asarray(self.data.keep),
                                   rank=self.rank, world_size=self.world_size,
                                   limit=self.rows_per_rank * self.world_size)
         source = DataSource.model_validate(self.data.source)
-        files = [self.data.files[index] for index in self._file_order(data_pass)]
+        files = [self.data.files[number] for number in file_numbers]
         dataset = _read(source, self.data.kind, self.data.files, self.data.names, order=files) \
             .map_batches(share, batch_format="pyarrow", batch_size=None, num_cpus=DATA_CPUS)
         context = dataset.context  # this dataset's own copy: the process's default stays as it was
         # one order of blocks on every run, so that a resumed stream gives the same batches
         context.execution_options.preserve_order = True
-        # a pass is short and frequent: progress bars, redrawn in every worker and relayed to the
+        context.target_max_block_size = BLOCK_BYTES
+        # a read is short and frequent: progress bars, redrawn in every worker and relayed to the
         # driver, cost more CPU than the training steps beside them
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         return dataset
+
+
+def file_runs(order: np.ndarray, file_rows: list[int], run_rows: int) -> Iterator[list[int]]:
+    """The file numbers of ``order`` in consecutive runs of at least ``run_rows`` rows (the last
+    run may hold fewer; a file larger than that is a run of its own)."""
+    run, rows = [], 0
+    for number in order.tolist():
+        run.append(number)
+        rows += file_rows[number]
+        if rows >= run_rows:
+            yield run
+            run, rows = [], 0
+    if run:
+        yield run
+
+
+def _rebatched(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The rows of ``tables``, in order, in tables of ``rows`` rows (the last may hold fewer)."""
+    pending, count = [], 0
+    for table in tables:
+        while table.num_rows:
+            taken = table.slice(0, rows - count)
+            pending.append(taken)
+            count += taken.num_rows
+            table = table.slice(taken.num_rows)
+            if count == rows:
+                yield pa.concat_tables(pending, promote_options="default")
+                pending, count = [], 0
+    if pending:
+        yield pa.concat_tables(pending, promote_options="default")
 
 
 class KeptRows:
