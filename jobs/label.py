@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", help="comma-separated tasks to run (default: all)")
     parser.add_argument("--no-embedding", dest="embedding", action="store_false", help="leave out the embedding")
     parser.add_argument("--embedding-dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="torch, or onnx: the model folder's ONNX export, made by python -m jobs.export")
+    parser.add_argument("--precision", choices=["float32", "bfloat16", "int8"], default="float32",
+                        help="float32; bfloat16 (torch: autocast) or int8 (onnx)")
     parser.add_argument("--batch-size", type=int, default=1024,
                         help="rows per batch handed to an actor, sorted by length there to cut padding "
                              "(fewer when rows are wide, so that a batch fits in an 8 MiB block)")
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model, input=args.input, output=args.output, text_column=args.text_column,
         tokens_column=args.tokens_column, input_format=args.input_format,
         tasks=tuple(args.tasks.split(",")) if args.tasks else None, embedding=args.embedding,
-        embedding_dtype=args.embedding_dtype, actor_batch_rows=args.batch_size, min_actors=args.actors[0],
+        embedding_dtype=args.embedding_dtype, backend=args.backend, precision=args.precision,
+        actor_batch_rows=args.batch_size, min_actors=args.actors[0],
         max_actors=args.actors[1], cpus_per_actor=args.cpus_per_actor,
         threads_per_actor=args.threads_per_actor, max_length=args.max_length,
         rows_per_file=args.rows_per_file, overwrite=args.overwrite, output_shared=args.output_shared)

@@ -29,6 +29,7 @@ from mtl.data.features import Featurizer
 from mtl.errors import ModelFolderError
 from mtl.model.encoder import SentenceEncoder
 from mtl.model.multitask import MultiTaskModel
+from mtl.onnx_backend import EXPORT_FILE
 from mtl.tasks import TaskSpec
 
 SPEC_FILE = "mtl.json"
@@ -135,9 +136,11 @@ def embedding_dimension(folder: str | Path) -> int:
 
 def local_model_folder(folder: str | Path) -> Path:
     """The model folder on this machine's disk: itself when local, else this node's cached copy of it
-    (Hugging Face loaders read local files only)."""
+    (Hugging Face loaders read local files only). An ONNX export added later is a new version."""
     read_model_description(folder)
-    return storage.cached_model_folder(folder, (SPEC_FILE, HEADS_FILE))
+    exported = () if storage.is_local(folder) or not storage.is_file(storage.join(folder, EXPORT_FILE)) \
+        else (EXPORT_FILE,)
+    return storage.cached_model_folder(folder, (SPEC_FILE, HEADS_FILE, *exported))
 
 
 def load_model_folder(folder: str | Path) -> ModelBundle:

@@ -80,12 +80,13 @@ class BatchLabeler:
     def __init__(self, *, model: str, text_column: str | None, tokens_column: str | None,
                  tasks: list[str] | None, embedding: bool = True, embedding_dtype: str = "float32",
                  model_batch_size: int = 32, max_length: int | None = None, threads: int | None = None,
-                 json_lines: bool = False):
+                 backend: str = "torch", precision: str = "float32", json_lines: bool = False):
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        self.predictor = Predictor.from_folder(model, batch_size=model_batch_size)
+        self.predictor = Predictor.from_folder(model, batch_size=model_batch_size, backend=backend,
+                                               precision=precision, threads=threads)
         if max_length:
             self.predictor.featurizer.max_length = max_length
         self.column = text_column or tokens_column
@@ -114,7 +115,7 @@ class BatchLabeler:
         for prediction, gone in zip(predictions, missing):
             if gone:
                 prediction.error = f"no column {self.column!r} in this row"
-        size = self.predictor.model.encoder.hidden_size if self.embedding else None
+        size = self.predictor.embedding_size if self.embedding else None
         columns = predictions_to_columns(predictions, self.specs, embedding_size=size,
                                          embedding_dtype=self.embedding_dtype)
         for name, column in columns.items():

@@ -34,6 +34,7 @@ from mtl.corpus import (
     read_corpus,
 )
 from mtl.label import BatchLabeler, output_columns
+from mtl.predict import check_backend
 from mtl.tasks import TaskSpec
 
 # reading and writing Parquet is light next to the model: a quarter CPU each leaves the labeler
@@ -56,6 +57,8 @@ class LabelOptions:
     tasks: tuple[str, ...] | None = None
     embedding: bool = True
     embedding_dtype: str = "float32"
+    backend: str = "torch"         # or onnx: the model folder's ONNX export (python -m jobs.export)
+    precision: str = "float32"     # torch: float32 or bfloat16; onnx: float32 or int8
     actor_batch_rows: int = 1024   # rows handed to a labeler actor at once (sorted by length there)
     model_batch_size: int = 32     # texts the model runs at once inside an actor
     min_actors: int | None = None
@@ -89,6 +92,7 @@ def check_options(options: LabelOptions) -> list[TaskSpec]:
         raise ValueError(f"--tasks: unknown task(s) {unknown}; the model has {list(specs)}")
     if options.embedding_dtype not in ("float32", "float16"):
         raise ValueError("--embedding-dtype: float32 or float16")
+    check_backend(options.backend, options.precision, options.model)
     return [specs[task] for task in (options.tasks or specs)]
 
 
@@ -201,6 +205,7 @@ def _labeler_arguments(options: LabelOptions, fmt: str, threads: int | None) -> 
             "tokens_column": options.tokens_column, "tasks": list(options.tasks) if options.tasks else None,
             "embedding": options.embedding, "embedding_dtype": options.embedding_dtype,
             "model_batch_size": options.model_batch_size, "max_length": options.max_length,
+            "backend": options.backend, "precision": options.precision,
             "threads": threads, "json_lines": fmt == "jsonl"}
 
 

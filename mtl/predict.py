@@ -7,18 +7,21 @@ fails the batch it came in.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mtl.checkpoint import ModelBundle, load_model_folder
+from mtl.checkpoint import ModelBundle, load_model_folder, local_model_folder, model_version
 from mtl.data.features import Encoded, first_subword_positions, word_character_spans
 from mtl.model.cpu_inference import pack_linear_layers
+from mtl.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
 from mtl.tasks import TaskSpec, bio_spans
 
 DEFAULT_MAX_CHARS = 20_000
+BACKENDS = ("torch", "onnx")
+TORCH_PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -59,29 +62,53 @@ class Prediction:
 
 
 class Predictor:
-    """Loads a model folder once and answers batches; sorts each batch by token count to cut padding."""
+    """Loads a model folder once and answers batches; sorts each batch by token count to cut padding.
+
+    precision: ``float32``, or ``bfloat16`` (PyTorch autocast: faster on CPUs with bfloat16
+    instructions and on GPUs, answers close to float32's). A predictor built by ``from_folder`` with
+    ``backend="onnx"`` runs the folder's ONNX export instead, in float32 or int8.
+    """
 
     def __init__(self, bundle: ModelBundle, *, device: str | torch.device | None = None,
-                 batch_size: int = 32, max_chars: int = DEFAULT_MAX_CHARS):
+                 batch_size: int = 32, max_chars: int = DEFAULT_MAX_CHARS, precision: str = "float32"):
+        _check_torch_precision(precision)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.bundle = bundle
-        self.model = bundle.model.to(self.device).eval()
+        self.model = bundle.model.to(self.device).eval() if isinstance(bundle.model, torch.nn.Module) else bundle.model
         self.featurizer = bundle.featurizer
         self.batch_size = batch_size
         self.max_chars = max_chars
+        self.precision = precision
 
     @classmethod
-    def from_folder(cls, folder: str | Path, *, pack_for_cpu: bool = True, **options) -> Predictor:
-        """A predictor that owns its model, so on a CPU its linear layers can be packed for oneDNN
-        (``mtl.model.cpu_inference``: faster, same answers to 1e-6); ``pack_for_cpu=False`` keeps them."""
-        predictor = cls(load_model_folder(folder), **options)
-        if pack_for_cpu and predictor.device.type == "cpu":
+    def from_folder(cls, folder: str | Path, *, backend: str = "torch", precision: str = "float32",
+                    pack_for_cpu: bool = True, threads: int | None = None, **options) -> Predictor:
+        """A predictor that owns its model. On a CPU in float32, the torch backend packs its linear
+        layers for oneDNN (``mtl.model.cpu_inference``: faster, same answers to 1e-6;
+        ``pack_for_cpu=False`` keeps them). ``backend="onnx"`` runs ``onnx/`` of the folder (made by
+        ``python -m jobs.export``) with ``threads`` threads (default: torch's)."""
+        check_backend(backend, precision)
+        bundle = load_model_folder(folder)
+        if backend == "onnx":
+            local = local_model_folder(folder)
+            onnx_model = load_onnx_model(local, precision=precision, version=model_version(local),
+                                         specs=bundle.model.specs, input_names=bundle.featurizer.input_names,
+                                         threads=threads)
+            return cls(replace(bundle, model=onnx_model), device="cpu", **options)
+        predictor = cls(bundle, precision=precision, **options)
+        if pack_for_cpu and predictor.device.type == "cpu" and precision == "float32":
             pack_linear_layers(predictor.model)
         return predictor
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
         return self.model.specs
+
+    @property
+    def embedding_size(self) -> int:
+        if isinstance(self.model, OnnxMultiTaskModel):
+            return self.model.embedding_size
+        return self.model.encoder.hidden_size
 
     def embed(self, texts: list[str]) -> list[Prediction]:
         """Embeddings only: no head is run."""
@@ -150,7 +177,8 @@ class Predictor:
     def _predict_batch(self, items: list, encoded: Encoded, pre_split: bool, tasks: list[str],
                        embeddings: bool) -> list[Prediction]:
         inputs = {name: tensor.to(self.device) for name, tensor in encoded.inputs.items()}
-        output = self.model(**inputs, tasks=tasks)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            output = self.model(**inputs, tasks=tasks)
         vectors = output.embeddings.float().cpu().numpy() if embeddings else None
         probabilities = {task: torch.softmax(logits.float(), dim=-1).cpu().numpy()
                          for task, logits in output.logits.items()}
@@ -166,6 +194,25 @@ class Predictor:
                     prediction.entities[task] = _entities(spec, probabilities[task][row], encoded, row, item, pre_split)
             predictions.append(prediction)
         return predictions
+
+
+def check_backend(backend: str, precision: str, folder: str | Path | None = None) -> None:
+    """Whether ``backend`` runs ``precision`` (and, given ``folder``, local or a URI, whether its
+    export has it), before any model is loaded: jobs check on the driver, endpoints at deploy time."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        _check_torch_precision(precision)
+    elif folder is None:
+        check_onnx_precision(precision)
+    else:
+        exported_file(folder, precision, version=model_version(folder))
+
+
+def _check_torch_precision(precision: str) -> None:
+    if precision not in TORCH_PRECISIONS:
+        raise ValueError(f"precision {precision!r}: the torch backend runs {' or '.join(TORCH_PRECISIONS)}"
+                         + (" (int8 runs on the onnx backend)" if precision == "int8" else ""))
 
 
 def _label(spec: TaskSpec, probabilities: np.ndarray) -> Label:

@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 
 from mtl import storage
-from mtl.predict import Prediction, Predictor
+from mtl.predict import Prediction, Predictor, check_backend
 from mtl.service import ServiceSettings, create_api, model_info
 
 logger = logging.getLogger("mtl.serve")
@@ -68,7 +68,8 @@ class BatchedPredictor:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.predictor: Predictor | None = Predictor.from_folder(
-            settings.model, batch_size=settings.max_batch_texts, max_chars=settings.max_chars)
+            settings.model, batch_size=settings.max_batch_texts, max_chars=settings.max_chars,
+            backend=settings.backend, precision=settings.precision, threads=settings.threads)
         self._predict_batch.set_max_batch_size(settings.max_batch_texts)
         self._predict_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.failure: str | None = None
@@ -229,6 +230,7 @@ def build_app(args: dict) -> serve.Application:
     # replicas may start in another folder: pin a local model folder where the config was read
     settings = settings.model_copy(update={"model": storage.absolute(settings.model)})
     model_info(settings.model)  # fail at deploy time, naming the folder, not in every replica
+    check_backend(settings.backend, settings.precision, settings.model)
     if settings.model_deployment:
         return Endpoint.bind(settings.model_dump(), ModelReplica.bind(settings.model_dump()))
     return Endpoint.bind(settings.model_dump())

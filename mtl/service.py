@@ -49,6 +49,10 @@ class ServiceSettings(BaseModel):
                                    "replicas, which retry when a model replica dies (see mtl.serve)")
     retries: int = Field(2, ge=0, description="with model_deployment: tries on another model replica")
     threads: int | None = Field(None, ge=1, description="torch threads per model replica (default: its num_cpus)")
+    backend: Literal["torch", "onnx"] = Field("torch", description="onnx: the model folder's ONNX export "
+                                              "(python -m jobs.export)")
+    precision: Literal["float32", "bfloat16", "int8"] = Field(
+        "float32", description="torch: float32 or bfloat16 (autocast); onnx: float32 or int8")
 
     def model_post_init(self, _context) -> None:
         if self.max_texts > self.max_batch_texts:

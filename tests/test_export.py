@@ -1,0 +1,154 @@
+"""ONNX export and the Predictor's backends: the export answers as PyTorch does, int8 stays close,
+the export checks itself, and a missing or stale export is an error that names the command."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import mtl.export
+from mtl.checkpoint import load_model_folder, save_model_folder
+from mtl.errors import ModelFolderError
+from mtl.export import cpu_family, export_onnx
+from mtl.predict import Predictor
+
+TEXTS = ["Alice Martin flew to Paris.", "terrible service at Hooli", "ok",
+         "Dana Lee works at Hooli in Seoul and loves it there"]
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    export_onnx(folder)
+    return folder
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def spans(prediction) -> list[tuple]:
+    return [(entity.start, entity.end, entity.label) for entity in prediction.entities["ner"]]
+
+
+def test_the_export_is_laid_out_and_described_in_the_folder(exported_dir):
+    description = json.loads((exported_dir / "onnx" / "export.json").read_text())
+    assert description["files"] == {"float32": "onnx/model.onnx", "int8": f"onnx/model_qint8_{cpu_family()}.onnx"}
+    assert sorted(path.name for path in (exported_dir / "onnx").iterdir()) == \
+        sorted(["export.json", "model.onnx", f"model_qint8_{cpu_family()}.onnx"])
+    assert description["outputs"] == ["sentence_embedding", "sentiment", "ner"]
+    assert description["quantization"]["cpu"] == cpu_family()
+    assert description["check"]["float32_max_difference"] <= mtl.export.FLOAT32_TOLERANCE
+
+
+def test_the_onnx_backend_gives_the_answers_of_the_torch_backend(exported_dir):
+    torch_answers = Predictor.from_folder(exported_dir, batch_size=2).predict(TEXTS)
+    onnx_answers = Predictor.from_folder(exported_dir, backend="onnx", batch_size=2).predict(TEXTS)
+    for expected, got in zip(torch_answers, onnx_answers):
+        np.testing.assert_allclose(got.embedding, expected.embedding, atol=1e-5)
+        assert got.labels["sentiment"].label == expected.labels["sentiment"].label
+        assert got.labels["sentiment"].score == pytest.approx(expected.labels["sentiment"].score, abs=1e-5)
+        assert spans(got) == spans(expected)
+
+
+def test_int8_embeddings_stay_close_to_float32(exported_dir):
+    float32 = Predictor.from_folder(exported_dir, backend="onnx").predict(TEXTS)
+    int8 = Predictor.from_folder(exported_dir, backend="onnx", precision="int8").predict(TEXTS)
+    similarity = cosines(np.stack([p.embedding for p in int8]), np.stack([p.embedding for p in float32]))
+    assert similarity.min() >= mtl.export.INT8_MIN_COSINE
+    assert not np.allclose(similarity, 1.0, atol=1e-7), "the int8 model should not be the float32 one"
+
+
+def test_bad_items_get_the_same_errors_on_every_backend(exported_dir):
+    items = ["fine", "", None, 3]
+    for backend, precision in (("torch", "float32"), ("onnx", "float32"), ("onnx", "int8")):
+        answers = Predictor.from_folder(exported_dir, backend=backend, precision=precision).predict(items)
+        assert [answer.error for answer in answers] == \
+            [None, "text is empty", "text is null", "text must be a string, got int"]
+
+
+def test_bfloat16_autocast_stays_close_to_float32(tiny_model_dir):
+    float32 = Predictor.from_folder(tiny_model_dir).predict(TEXTS)
+    bfloat16 = Predictor.from_folder(tiny_model_dir, precision="bfloat16").predict(TEXTS)
+    similarity = cosines(np.stack([p.embedding for p in bfloat16]), np.stack([p.embedding for p in float32]))
+    assert similarity.min() > 0.99
+
+
+def test_a_folder_without_an_export_names_the_command_that_makes_one(tiny_model_dir):
+    with pytest.raises(ModelFolderError, match=r"no ONNX export; make one with: python -m jobs.export --model "):
+        Predictor.from_folder(tiny_model_dir, backend="onnx")
+
+
+def test_an_export_of_an_earlier_version_of_the_model_is_refused(exported_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(exported_dir, folder)
+    bundle = load_model_folder(folder)
+    with torch.no_grad():
+        bundle.model.heads["sentiment"].classifier.weight.add_(1.0)
+    save_model_folder(bundle, folder)  # retrained in place: the onnx/ files are of the old heads
+    with pytest.raises(ModelFolderError, match=r"export is of another version .* export again with: python -m jobs"):
+        Predictor.from_folder(folder, backend="onnx")
+
+
+def test_an_export_beyond_tolerance_fails_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    monkeypatch.setattr(mtl.export, "FLOAT32_TOLERANCE", 0.0)
+    with pytest.raises(RuntimeError, match=r"differs from PyTorch by .* nothing was written"):
+        export_onnx(folder)
+    assert not (folder / "onnx").exists()
+
+
+def test_precisions_a_backend_cannot_run_are_errors_that_say_which_can(exported_dir):
+    with pytest.raises(ValueError, match=r"torch backend runs float32 or bfloat16 \(int8 runs on the onnx backend\)"):
+        Predictor.from_folder(exported_dir, precision="int8")
+    with pytest.raises(ValueError, match=r"onnx backend runs float32 or int8"):
+        Predictor.from_folder(exported_dir, backend="onnx", precision="bfloat16")
+    with pytest.raises(ValueError, match=r"backend 'tensorrt'"):
+        Predictor.from_folder(exported_dir, backend="tensorrt")
+
+
+def test_a_model_folder_on_object_storage_is_exported_in_place_and_served_from_its_cache(
+        tiny_model_dir, bucket):
+    from mtl import storage
+
+    uri = f"{bucket}/model"
+    storage.upload_folder(tiny_model_dir, uri, last="mtl.json")
+    before = Predictor.from_folder(uri)  # caches the folder as it was, without onnx/
+    export_onnx(uri)
+    assert storage.is_file(f"{uri}/onnx/export.json")
+    answers = Predictor.from_folder(uri, backend="onnx", precision="int8").predict(TEXTS)
+    similarity = cosines(np.stack([p.embedding for p in answers]),
+                         np.stack([p.embedding for p in before.predict(TEXTS)]))
+    assert similarity.min() >= mtl.export.INT8_MIN_COSINE
+
+
+def test_the_label_job_runs_the_backend_it_is_given_and_checks_the_export_first(exported_dir, tiny_model_dir):
+    import pyarrow as pa
+
+    from mtl.label import BatchLabeler
+    from mtl.label_pipeline import LabelOptions, check_options
+
+    table = pa.table({"text": TEXTS})
+    arguments = {"text_column": "text", "tokens_column": None, "tasks": None}
+    float32 = BatchLabeler(model=str(exported_dir), **arguments)(table)
+    int8 = BatchLabeler(model=str(exported_dir), backend="onnx", precision="int8", **arguments)(table)
+    assert int8.column_names == float32.column_names
+    similarity = cosines(np.array(int8["embedding"].to_pylist()), np.array(float32["embedding"].to_pylist()))
+    assert similarity.min() >= mtl.export.INT8_MIN_COSINE
+    options = LabelOptions(model=str(tiny_model_dir), input="in.txt", output="out", backend="onnx", precision="int8")
+    with pytest.raises(ModelFolderError, match="make one with: python -m jobs.export"):
+        check_options(options)
+
+
+def test_the_endpoint_refuses_at_deploy_time_a_backend_its_model_folder_cannot_run(tiny_model_dir, exported_dir):
+    from mtl.serve import build_app
+
+    with pytest.raises(ModelFolderError, match="make one with: python -m jobs.export"):
+        build_app({"model": str(tiny_model_dir), "backend": "onnx", "precision": "int8"})
+    with pytest.raises(ValueError, match="int8 runs on the onnx backend"):
+        build_app({"model": str(exported_dir), "precision": "int8"})
+    assert build_app({"model": str(exported_dir), "backend": "onnx", "precision": "int8"}) is not None
