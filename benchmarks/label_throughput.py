@@ -9,7 +9,9 @@ texts in memory with sentence-transformers at its best batch size, on every core
 Ray starts first and stays up, idle, through both runs, as the cluster a job is submitted to
 would be: Ray's own start-up (its worker pool, dashboard and agents) is not charged to either run.
 The job's time does include starting its actors and loading the model in each; the baseline's
-model is loaded before its clock starts.
+model is loaded before its clock starts. The job runs once per backend and precision (torch
+float32, the default, then torch bfloat16, onnx float32 and onnx int8: ``--variants`` picks), on
+the same texts, with the model folder exported to ONNX before any clock starts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+VARIANTS = {"torch/float32": ("torch", "float32"), "torch/bfloat16": ("torch", "bfloat16"),
+            "onnx/float32": ("onnx", "float32"), "onnx/int8": ("onnx", "int8")}
 
 
 def real_sentences(count: int) -> list[str]:
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--actors", type=int, help="labeler actors (default: the job's own, one per core)")
     parser.add_argument("--threads-per-actor", type=int, help="torch threads per actor (default: the job's own)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="backend/precision runs of the job")
     args = parser.parse_args()
     texts = real_sentences(args.sentences)
     cores = os.cpu_count() or 1
@@ -69,6 +75,7 @@ def main() -> None:
 
     from mtl.checkpoint import build_model, save_model_folder
     from mtl.config import ModelConfig
+    from mtl.export import export_onnx
     from mtl.label_pipeline import LabelOptions, run_labeling
     from mtl.tasks import TaskSpec
 
@@ -78,19 +85,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         model_dir = save_model_folder(build_model(ModelConfig(max_length=args.max_length), specs), Path(work) / "model")
         pq.write_table(pa.table({"id": range(len(texts)), "text": texts}), Path(work) / "corpus.parquet")
+        if any(VARIANTS[variant][0] == "onnx" for variant in args.variants):
+            export_onnx(model_dir)
         ray.init(ignore_reinit_error=True)
         baseline, best_batch = encode_baseline(texts, args.max_length)
-        options = LabelOptions(model=str(model_dir), input=str(Path(work) / "corpus.parquet"),
-                               output=str(Path(work) / "out"), min_actors=args.actors, max_actors=args.actors,
-                               threads_per_actor=args.threads_per_actor)
-        summary = run_labeling(options)
-        assert summary.rows == len(texts)
-    job = summary.rows / summary.seconds
+        rates = {}
+        for variant in args.variants:
+            backend, precision = VARIANTS[variant]
+            options = LabelOptions(model=str(model_dir), input=str(Path(work) / "corpus.parquet"),
+                                   output=str(Path(work) / f"out-{backend}-{precision}"), min_actors=args.actors,
+                                   max_actors=args.actors, threads_per_actor=args.threads_per_actor,
+                                   backend=backend, precision=precision)
+            summary = run_labeling(options)
+            assert summary.rows == len(texts)
+            rates[variant] = summary.rows / summary.seconds
     print(f"\n{len(texts)} sentences, {cores} cores, max length {args.max_length}")
-    encode = f"SentenceTransformer.encode (embed only, batch {best_batch})"
-    print(f"{encode:<52} {baseline:>8.1f} sentences/s")
-    print(f"{'jobs.label (read, embed, classify, tag, write)':<52} {job:>8.1f} sentences/s")
-    print(f"ratio (job / encode): {job / baseline:.3f}")
+    encode = f"SentenceTransformer.encode (torch float32, embed only, batch {best_batch})"
+    print(f"{encode:<64} {baseline:>8.1f} sentences/s")
+    for variant, rate in rates.items():
+        job = f"jobs.label {variant} (read, embed, classify, tag, write)"
+        print(f"{job:<64} {rate:>8.1f} sentences/s  ratio {rate / baseline:.3f}")
 
 
 if __name__ == "__main__":
