@@ -47,9 +47,8 @@ READERS = 2
 # store lets it, and the worker maps every store page it reads a block from, so one read of the
 # whole pass would grow the worker's memory with the corpus. (Ray Data's own object-store limit
 # bounds it too, but a backpressured read spins its scheduling loop on the worker's GIL and
-# halves training speed: docs/benchmarks.md.) Small blocks let a run's first rows come early.
+# halves training speed: docs/benchmarks.md.)
 RUN_ROWS = 65_536
-BLOCK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,9 @@ class TaskStream:
         self.window_rows = batch_size * max(1, WINDOW_ROWS // batch_size)
         self._first_pass, skip = divmod(draws, self.batches_per_pass)
         self._kept = KeptRows(self.window_rows) if self.rows_per_rank <= keep_in_memory_rows else None
-        self._batches = self._every_batch()
+        # the reading starts now, so that it overlaps whatever the worker does before training
+        self._batches = self._every_batch(Ahead(window for data_pass in itertools.count(self._first_pass)
+                                                for window in self._windows(data_pass)))
         for _ in range(skip):  # a resumed run: the batches the first run had already trained on
             next(self._batches)
 
@@ -193,12 +194,10 @@ class TaskStream:
         """The next batch of tokenized rows (``input_ids``..., ``labels``)."""
         return next(self._batches)
 
-    def _every_batch(self) -> Iterator[list[dict]]:
-        """Batches of pass after pass. Every window but a pass's last is a whole number of batches,
-        so batches never straddle passes; one thread reads the passes in turn, so the next pass's
-        reading starts only as this one's ends."""
-        windows = Ahead(window for data_pass in itertools.count(self._first_pass)
-                        for window in self._windows(data_pass))
+    def _every_batch(self, windows: Ahead) -> Iterator[list[dict]]:
+        """Batches of pass after pass, from ``windows`` (one thread reads the passes in turn, so the
+        next pass's reading starts only as this one's ends). Every window but a pass's last is a
+        whole number of batches, so batches never straddle passes."""
         for rows in windows:
             for start in range(0, len(rows), self.batch_size):
                 yield rows[start:start + self.batch_size]
@@ -247,7 +246,6 @@ class TaskStream:
         context = dataset.context  # this dataset's own copy: the process's default stays as it was
         # one order of blocks on every run, so that a resumed stream gives the same batches
         context.execution_options.preserve_order = True
-        context.target_max_block_size = BLOCK_BYTES
         # a read is short and frequent: progress bars, redrawn in every worker and relayed to the
         # driver, cost more CPU than the training steps beside them
         context.enable_progress_bars = False
