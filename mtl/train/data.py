@@ -42,7 +42,7 @@ WINDOW_ROWS = 4096      # rows a worker shuffles at a time
 # they reserve none, and at most READERS files of a task are read at once
 DATA_CPUS = 0
 READERS = 2
-# a pass reads its files in runs of about this many rows, one Ray Data read per run, each started
+# a pass reads its files in runs of at least this many rows, one Ray Data read per run, each started
 # only once the run before it has been taken: a read runs ahead of training as far as the object
 # store lets it, and the worker maps every store page it reads a block from, so one read of the
 # whole pass would grow the worker's memory with the corpus. (Ray Data's own object-store limit
@@ -254,8 +254,8 @@ class TaskStream:
 
 
 def file_runs(order: np.ndarray, file_rows: list[int], run_rows: int) -> Iterator[list[int]]:
-    """The file numbers of ``order`` in consecutive runs of at least ``run_rows`` rows (the last
-    run may hold fewer; a file larger than that is a run of its own)."""
+    """The file numbers of ``order`` in consecutive runs, each ending at the file that brings it
+    to ``run_rows`` rows or more (the last run may hold fewer)."""
     run, rows = [], 0
     for number in order.tolist():
         run.append(number)
