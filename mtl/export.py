@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mtl import storage
-from mtl.checkpoint import ModelBundle, load_model_folder, local_model_folder, model_version
+from mtl.checkpoint import ModelBundle, load_model_folder, model_version
 from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, OnnxMultiTaskModel
 
 FLOAT32_TOLERANCE = 1e-3   # largest absolute difference from PyTorch, on any output
@@ -92,7 +92,7 @@ def export_onnx(folder: str | Path, *, sample: list[str] | None = None) -> Expor
         int8, reduce_range, agreement = _quantize_and_check(float32, staging, bundle, texts, reference, cpu)
         files = {"float32": f"{EXPORT_FOLDER}/{float32.name}", "int8": f"{EXPORT_FOLDER}/{int8.name}"}
         description = {
-            "model_version": model_version(local_model_folder(folder)),
+            "model_version": model_version(folder),
             "files": files, "opset": OPSET, "inputs": bundle.featurizer.input_names,
             "outputs": [EMBEDDING_OUTPUT, *bundle.model.specs],
             "quantization": {"cpu": cpu, "weights": "int8, per channel, symmetric",

@@ -112,9 +112,10 @@ def test_precisions_a_backend_cannot_run_are_errors_that_say_which_can(exported_
 
 
 def test_a_model_folder_on_object_storage_is_exported_in_place_and_served_from_its_cache(
-        tiny_model_dir, bucket):
+        tiny_model_dir, bucket, tmp_path, monkeypatch):
     from mtl import storage
 
+    monkeypatch.setenv("MTL_CACHE_DIR", str(tmp_path / "cache"))  # the session's cache is the serve tests' to count
     uri = f"{bucket}/model"
     storage.upload_folder(tiny_model_dir, uri, last="mtl.json")
     before = Predictor.from_folder(uri)  # caches the folder as it was, without onnx/
@@ -124,6 +125,7 @@ def test_a_model_folder_on_object_storage_is_exported_in_place_and_served_from_i
     similarity = cosines(np.stack([p.embedding for p in answers]),
                          np.stack([p.embedding for p in before.predict(TEXTS)]))
     assert similarity.min() >= mtl.export.INT8_MIN_COSINE
+    assert len(list((tmp_path / "cache" / "models").iterdir())) == 2, "the export is a new version to fetch"
 
 
 def test_the_label_job_runs_the_backend_it_is_given_and_checks_the_export_first(exported_dir, tiny_model_dir):
