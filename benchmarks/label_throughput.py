@@ -1,6 +1,6 @@
 """Bulk-labeling throughput: jobs.label end to end against SentenceTransformer.encode, in one run.
 
-    python benchmarks/label_throughput.py [--sentences 20000]
+    python benchmarks/label_throughput.py [--sentences 20000] [--st-onnx-python .venv-st-onnx/bin/python]
 
 The corpus is real text from ../shared/data (SST-2 sentences, then CoNLL-2003 sentences). The job
 reads Parquet, embeds, classifies, tags and writes Parquet; the baseline only embeds the same
@@ -12,12 +12,19 @@ The job's time does include starting its actors and loading the model in each; t
 model is loaded before its clock starts. The job runs once per backend and precision (torch
 float32, the default, then torch bfloat16, onnx float32 and onnx int8: ``--variants`` picks), on
 the same texts, with the model folder exported to ONNX before any clock starts.
+
+``--st-onnx-python`` adds sentence-transformers' own ONNX rows, float32 and int8, from
+``benchmarks/st_onnx.py`` in the environment it needs (its docstring says how to make it). That
+script also loads this job's exported model folder with sentence-transformers' ``backend="onnx"``;
+the cosines of those embeddings to the job's own are printed below the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +66,35 @@ def encode_baseline(texts: list[str], max_length: int) -> tuple[float, int]:
     return max(results)
 
 
+def st_onnx_rows(python: str, texts: list[str], model_dir: Path, work: Path, max_length: int) -> dict:
+    """Run benchmarks/st_onnx.py in its own environment; its rows, and its embeddings of our folder."""
+    from mtl.export import cpu_family
+
+    (work / "texts.json").write_text(json.dumps(texts))
+    preset = cpu_family() if cpu_family() != "generic" else "avx2"
+    command = [python, str(Path(__file__).with_name("st_onnx.py")), "--texts", str(work / "texts.json"),
+               "--int8", preset, "--max-length", str(max_length), "--model-folder", str(model_dir)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def folder_agreement(model_dir: Path, texts: list[str], loaded: dict) -> dict[str, float]:
+    """Lowest cosine between sentence-transformers' embeddings of our exported folder and ours."""
+    import numpy as np
+
+    from mtl.predict import Predictor
+
+    lowest = {}
+    for precision, embeddings in loaded.items():
+        backend = "onnx" if precision == "int8" else "torch"
+        ours = np.stack([a.embedding for a in Predictor.from_folder(model_dir, backend=backend, precision=precision)
+                         .predict(texts[:len(embeddings)])])
+        theirs = np.array(embeddings)
+        lowest[precision] = float(((ours * theirs).sum(-1) / (np.linalg.norm(ours, axis=-1)
+                                                               * np.linalg.norm(theirs, axis=-1))).min())
+    return lowest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=20_000)
@@ -67,6 +103,7 @@ def main() -> None:
     parser.add_argument("--threads-per-actor", type=int, help="torch threads per actor (default: the job's own)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="backend/precision runs of the job")
+    parser.add_argument("--st-onnx-python", help="python of the environment benchmarks/st_onnx.py runs in")
     args = parser.parse_args()
     texts = real_sentences(args.sentences)
     cores = os.cpu_count() or 1
@@ -89,6 +126,9 @@ def main() -> None:
             export_onnx(model_dir)
         ray.init(ignore_reinit_error=True)
         baseline, best_batch = encode_baseline(texts, args.max_length)
+        st_onnx = st_onnx_rows(args.st_onnx_python, texts, model_dir, Path(work), args.max_length) \
+            if args.st_onnx_python else {}
+        agreement = folder_agreement(model_dir, texts, st_onnx.pop("model_folder")) if st_onnx else {}
         rates = {}
         for variant in args.variants:
             backend, precision = VARIANTS[variant]
@@ -102,9 +142,18 @@ def main() -> None:
     print(f"\n{len(texts)} sentences, {cores} cores, max length {args.max_length}")
     encode = f"SentenceTransformer.encode (torch float32, embed only, batch {best_batch})"
     print(f"{encode:<64} {baseline:>8.1f} sentences/s")
+    for variant, row in st_onnx.items():
+        name = f"SentenceTransformer.encode {variant} (embed only, batch {row['batch_size']})"
+        print(f"{name:<64} {row['sentences_per_second']:>8.1f} sentences/s  ratio "
+              f"{row['sentences_per_second'] / baseline:.3f}")
+    st_int8 = next((row["sentences_per_second"] for variant, row in st_onnx.items() if "int8" in variant), None)
     for variant, rate in rates.items():
         job = f"jobs.label {variant} (read, embed, classify, tag, write)"
-        print(f"{job:<64} {rate:>8.1f} sentences/s  ratio {rate / baseline:.3f}")
+        against_st = f"  vs sentence-transformers int8 {rate / st_int8:.3f}" if st_int8 else ""
+        print(f"{job:<64} {rate:>8.1f} sentences/s  ratio {rate / baseline:.3f}{against_st}")
+    for precision, cosine in agreement.items():
+        print(f"sentence-transformers backend='onnx' on this export, {precision}: lowest cosine to the job's "
+              f"own embeddings {cosine:.5f}")
 
 
 if __name__ == "__main__":

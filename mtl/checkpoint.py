@@ -3,6 +3,9 @@
 Layout::
 
     config.json, model.safetensors, tokenizer files   the encoder, loadable by AutoModel/AutoTokenizer
+    modules.json, sentence_bert_config.json,            the embedding as sentence-transformers reads it
+    1_Pooling/config.json                               (``SentenceTransformer(folder)``, also with
+                                                        ``backend="onnx"`` once exported)
     heads.safetensors                                   every head's weights
     mtl.json                                            tasks and label maps, pooling, max length,
                                                         encoder name, training metadata
@@ -95,6 +98,7 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
     bundle.featurizer.tokenizer.save_pretrained(folder)
     heads = {name: tensor.detach().cpu().contiguous() for name, tensor in model.heads.state_dict().items()}
     save_file(heads, str(folder / HEADS_FILE))
+    _write_sentence_transformers_modules(folder, bundle.settings, model.encoder.hidden_size)
     description = {
         "format_version": FORMAT_VERSION,
         "library_version": mtl.__version__,
@@ -104,6 +108,23 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
     }
     (folder / SPEC_FILE).write_text(json.dumps(description, indent=2, default=str))
     return folder
+
+
+def _write_sentence_transformers_modules(folder: Path, settings: ModelConfig, hidden_size: int) -> None:
+    """The module list sentence-transformers builds the embedding from: the encoder, this model's
+    pooling, and normalization when the model normalizes."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if settings.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    pooling = {"word_embedding_dimension": hidden_size, "pooling_mode_mean_sqrt_len_tokens": False,
+               **{f"pooling_mode_{mode}": settings.pooling == name
+                  for name, mode in (("cls", "cls_token"), ("mean", "mean_tokens"), ("max", "max_tokens"))}}
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": settings.max_length,
+                                                                  "do_lower_case": False}, indent=2))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
 
 
 def read_model_description(folder: str | Path) -> dict:
@@ -144,19 +165,26 @@ def local_model_folder(folder: str | Path) -> Path:
     return storage.cached_model_folder(folder, (SPEC_FILE, HEADS_FILE, *exported))
 
 
+def load_model_description(folder: str | Path) -> tuple[Path, ModelConfig, list[TaskSpec], Featurizer, dict]:
+    """What a model folder (local or a URI) says of itself, without its weights: the local copy, its
+    settings, task specs, featurizer and metadata (all a backend with weights of its own needs)."""
+    folder = local_model_folder(folder)
+    description = read_model_description(folder)
+    settings = ModelConfig.model_validate(description["model"])
+    specs = [TaskSpec.from_dict(task) for task in description["tasks"]]
+    featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(folder), max_length=settings.max_length)
+    return folder, settings, specs, featurizer, description.get("metadata", {})
+
+
 def load_model_folder(folder: str | Path) -> ModelBundle:
     """Load a model folder written by ``save_model_folder`` (local or a URI); every head must match
     its saved weights."""
-    folder = local_model_folder(folder)
-    description = read_model_description(folder)
+    folder, settings, specs, featurizer, metadata = load_model_description(folder)
     heads_path = folder / HEADS_FILE
     if not heads_path.is_file():
         raise ModelFolderError(f"{folder}: no {HEADS_FILE}")
     hf_logging.disable_progress_bar()
-    settings = ModelConfig.model_validate(description["model"])
-    specs = [TaskSpec.from_dict(task) for task in description["tasks"]]
-    bundle = _assemble(AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder),
-                       settings, specs, metadata=description.get("metadata", {}))
+    bundle = _assemble(AutoModel.from_pretrained(folder), featurizer.tokenizer, settings, specs, metadata=metadata)
     bundle.model.heads.load_state_dict(load_file(str(heads_path)), strict=True)
     bundle.model.eval()
     return bundle

@@ -29,7 +29,7 @@ from torch import nn
 
 from mtl import storage
 from mtl.checkpoint import ModelBundle, load_model_folder, model_version
-from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, OnnxMultiTaskModel
+from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, TOKEN_OUTPUT, OnnxMultiTaskModel
 
 FLOAT32_TOLERANCE = 1e-3   # largest absolute difference from PyTorch, on any output
 INT8_MIN_COSINE = 0.98     # lowest cosine between an int8 and a float32 embedding of the sample
@@ -61,7 +61,8 @@ class ExportReport:
 
 
 class _Exportable(nn.Module):
-    """The model as a function of its inputs alone: the embedding, then each task's logits."""
+    """The model as a function of its inputs alone: the embedding, each task's logits, then the
+    encoder's token states (the output sentence-transformers' ONNX backend reads)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -70,7 +71,7 @@ class _Exportable(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         output = self.model(input_ids, attention_mask, token_type_ids)
-        return (output.embeddings, *output.logits.values())
+        return (output.embeddings, *output.logits.values(), output.token_embeddings)
 
 
 def export_onnx(folder: str | Path, *, sample: list[str] | None = None) -> ExportReport:
@@ -84,8 +85,8 @@ def export_onnx(folder: str | Path, *, sample: list[str] | None = None) -> Expor
         float32 = staging / "model.onnx"
         _export(bundle, float32)
         _optimize(float32)
-        difference = max(float(np.abs(got - want).max()) for got, want in
-                         zip(_onnx_outputs(float32, bundle, texts), reference))
+        exported = _onnx_outputs(float32, bundle, texts)
+        difference = max(float(np.abs(exported[name] - want).max()) for name, want in reference.items())
         if difference > FLOAT32_TOLERANCE:
             raise RuntimeError(f"the ONNX export differs from PyTorch by {difference:.2e} "
                                f"(the limit is {FLOAT32_TOLERANCE:.0e}); nothing was written")
@@ -94,7 +95,7 @@ def export_onnx(folder: str | Path, *, sample: list[str] | None = None) -> Expor
         description = {
             "model_version": model_version(folder),
             "files": files, "opset": OPSET, "inputs": bundle.featurizer.input_names,
-            "outputs": [EMBEDDING_OUTPUT, *bundle.model.specs],
+            "outputs": _output_names(bundle),
             "quantization": {"cpu": cpu, "weights": "int8, per channel, symmetric",
                              "activations": "uint8, per batch (dynamic)", "reduce_range": reduce_range},
             "check": {"float32_max_difference": difference, **agreement, "sample_texts": len(texts)},
@@ -128,8 +129,8 @@ def cpu_family() -> str:
 def _export(bundle: ModelBundle, path: Path) -> None:
     names = bundle.featurizer.input_names
     encoded = bundle.featurizer.encode(texts=SAMPLE_TEXTS[:2])
-    outputs = [EMBEDDING_OUTPUT, *bundle.model.specs]
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    outputs = _output_names(bundle)
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, TOKEN_OUTPUT]}
     axes |= {EMBEDDING_OUTPUT: {0: "batch"}}
     axes |= {task: {0: "batch"} if spec.kind == "classification" else {0: "batch", 1: "sequence"}
              for task, spec in bundle.model.specs.items()}
@@ -141,6 +142,13 @@ def _export(bundle: ModelBundle, path: Path) -> None:
                           opset_version=OPSET, dynamo=True, external_data=False)
 
 
+def _output_names(bundle: ModelBundle) -> list[str]:
+    clashes = sorted({EMBEDDING_OUTPUT, TOKEN_OUTPUT} & set(bundle.model.specs))
+    if clashes:
+        raise ValueError(f"task name(s) {clashes} are the names of the export's own outputs; rename the task(s)")
+    return [EMBEDDING_OUTPUT, *bundle.model.specs, TOKEN_OUTPUT]
+
+
 def _optimize(path: Path) -> None:
     """ONNX Runtime's transformer optimizer (LayerNorm and GELU fusions), in place."""
     from onnxruntime.transformers.optimizer import optimize_model
@@ -150,7 +158,7 @@ def _optimize(path: Path) -> None:
 
 
 def _quantize_and_check(float32: Path, staging: Path, bundle: ModelBundle, texts: list[str],
-                        reference: list[np.ndarray], cpu: str) -> tuple[Path, bool, dict]:
+                        reference: dict[str, np.ndarray], cpu: str) -> tuple[Path, bool, dict]:
     """The int8 model for ``cpu``: both weight ranges where saturation is possible, the closer kept."""
     candidates = [False, True] if cpu in ("avx2", "avx512", "generic") else [False]
     best = None
@@ -181,26 +189,32 @@ def _quantize(source: Path, target: Path, *, reduce_range: bool) -> None:
                      reduce_range=reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def _agreement(outputs: list[np.ndarray], reference: list[np.ndarray], bundle: ModelBundle, texts: list[str]) -> dict:
+def _agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], bundle: ModelBundle,
+               texts: list[str]) -> dict:
     """Embedding cosines, and the share of sentence labels and token tags (padding aside) that stay the same."""
-    got, want = outputs[0], reference[0]
+    got, want = outputs[EMBEDDING_OUTPUT], reference[EMBEDDING_OUTPUT]
     cosines = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
     real = bundle.featurizer.encode(texts=texts).inputs["attention_mask"].numpy().astype(bool)
-    same = [float((a.argmax(-1) == b.argmax(-1))[real if a.ndim == 3 else slice(None)].mean())
-            for a, b in zip(outputs[1:], reference[1:])]
+    same = []
+    for task, spec in bundle.model.specs.items():
+        agrees = outputs[task].argmax(-1) == reference[task].argmax(-1)
+        same.append(float(agrees[real].mean() if spec.kind == "tagging" else agrees.mean()))
     return {"int8_min_cosine": float(cosines.min()), "int8_mean_cosine": float(cosines.mean()),
             "int8_label_agreement": float(np.mean(same)) if same else 1.0}
 
 
 @torch.inference_mode()
-def _torch_outputs(bundle: ModelBundle, texts: list[str]) -> list[np.ndarray]:
+def _torch_outputs(bundle: ModelBundle, texts: list[str]) -> dict[str, np.ndarray]:
+    """Every output the export has, by its name, from PyTorch."""
     encoded = bundle.featurizer.encode(texts=texts)
-    output = bundle.model(**encoded.inputs)
-    return [output.embeddings.numpy(), *(logits.numpy() for logits in output.logits.values())]
+    values = _Exportable(bundle.model).eval()(*(encoded.inputs[name] for name in bundle.featurizer.input_names))
+    return {name: value.numpy() for name, value in zip(_output_names(bundle), values)}
 
 
-def _onnx_outputs(path: Path, bundle: ModelBundle, texts: list[str]) -> list[np.ndarray]:
+def _onnx_outputs(path: Path, bundle: ModelBundle, texts: list[str]) -> dict[str, np.ndarray]:
+    """Every output of the exported file, by its name."""
     model = OnnxMultiTaskModel(path, specs=bundle.model.specs, input_names=bundle.featurizer.input_names)
     encoded = bundle.featurizer.encode(texts=texts)
-    output = model(tasks=list(bundle.model.specs), **encoded.inputs)
-    return [output.embeddings.numpy(), *(logits.numpy() for logits in output.logits.values())]
+    names = _output_names(bundle)
+    values = model.session.run(names, {name: encoded.inputs[name].numpy() for name in model.input_names})
+    return dict(zip(names, values))

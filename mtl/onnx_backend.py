@@ -27,6 +27,7 @@ from mtl.tasks import TaskSpec
 EXPORT_FOLDER = "onnx"
 EXPORT_FILE = f"{EXPORT_FOLDER}/export.json"
 EMBEDDING_OUTPUT = "sentence_embedding"
+TOKEN_OUTPUT = "last_hidden_state"  # the encoder's token states, named as optimum's feature extractor reads them
 ONNX_PRECISIONS = ("float32", "int8")
 
 

@@ -7,13 +7,13 @@ fails the batch it came in.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mtl.checkpoint import ModelBundle, load_model_folder, local_model_folder, model_version
+from mtl.checkpoint import ModelBundle, load_model_description, load_model_folder, model_version
 from mtl.data.features import Encoded, first_subword_positions, word_character_spans
 from mtl.model.cpu_inference import pack_linear_layers
 from mtl.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
@@ -88,14 +88,9 @@ class Predictor:
         ``pack_for_cpu=False`` keeps them). ``backend="onnx"`` runs ``onnx/`` of the folder (made by
         ``python -m jobs.export``) with ``threads`` threads (default: torch's)."""
         check_backend(backend, precision)
-        bundle = load_model_folder(folder)
         if backend == "onnx":
-            local = local_model_folder(folder)
-            onnx_model = load_onnx_model(local, precision=precision, version=model_version(local),
-                                         specs=bundle.model.specs, input_names=bundle.featurizer.input_names,
-                                         threads=threads)
-            return cls(replace(bundle, model=onnx_model), device="cpu", **options)
-        predictor = cls(bundle, precision=precision, **options)
+            return cls(_onnx_bundle(folder, precision, threads), device="cpu", **options)
+        predictor = cls(load_model_folder(folder), precision=precision, **options)
         if pack_for_cpu and predictor.device.type == "cpu" and precision == "float32":
             pack_linear_layers(predictor.model)
         return predictor
@@ -207,6 +202,16 @@ def check_backend(backend: str, precision: str, folder: str | Path | None = None
         check_onnx_precision(precision)
     else:
         exported_file(folder, precision, version=model_version(folder))
+
+
+def _onnx_bundle(folder: str | Path, precision: str, threads: int | None) -> ModelBundle:
+    """The folder's ONNX export in ``precision``, with its featurizer and task specs: its PyTorch
+    weights are never read."""
+    local, settings, specs, featurizer, metadata = load_model_description(folder)
+    model = load_onnx_model(local, precision=precision, version=model_version(local),
+                            specs={spec.name: spec for spec in specs}, input_names=featurizer.input_names,
+                            threads=threads)
+    return ModelBundle(model=model, featurizer=featurizer, settings=settings, metadata=metadata)
 
 
 def _check_torch_precision(precision: str) -> None:

@@ -39,7 +39,7 @@ def test_the_export_is_laid_out_and_described_in_the_folder(exported_dir):
     assert description["files"] == {"float32": "onnx/model.onnx", "int8": f"onnx/model_qint8_{cpu_family()}.onnx"}
     assert sorted(path.name for path in (exported_dir / "onnx").iterdir()) == \
         sorted(["export.json", "model.onnx", f"model_qint8_{cpu_family()}.onnx"])
-    assert description["outputs"] == ["sentence_embedding", "sentiment", "ner"]
+    assert description["outputs"] == ["sentence_embedding", "sentiment", "ner", "last_hidden_state"]
     assert description["quantization"]["cpu"] == cpu_family()
     assert description["check"]["float32_max_difference"] <= mtl.export.FLOAT32_TOLERANCE
 
@@ -52,6 +52,33 @@ def test_the_onnx_backend_gives_the_answers_of_the_torch_backend(exported_dir):
         assert got.labels["sentiment"].label == expected.labels["sentiment"].label
         assert got.labels["sentiment"].score == pytest.approx(expected.labels["sentiment"].score, abs=1e-5)
         assert spans(got) == spans(expected)
+
+
+def test_sentence_transformers_reads_the_folder_as_the_same_embedding(exported_dir):
+    from sentence_transformers import SentenceTransformer
+
+    expected = np.stack([p.embedding for p in Predictor.from_folder(exported_dir).predict(TEXTS)])
+    got = SentenceTransformer(str(exported_dir), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_export_hands_out_the_token_states_sentence_transformers_onnx_backend_pools(exported_dir):
+    """optimum's feature extractor, which sentence-transformers' ``backend="onnx"`` runs, returns
+    the ``last_hidden_state`` output; the folder's 1_Pooling and 2_Normalize then make the embedding."""
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    encoded = AutoTokenizer.from_pretrained(exported_dir)(TEXTS, padding=True, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(exported_dir / "onnx" / "model.onnx"))
+    feeds = {node.name: encoded[node.name] for node in session.get_inputs()}
+    (tokens,) = session.run(["last_hidden_state"], feeds)
+    mask = encoded["attention_mask"][..., None]
+    pooled = (tokens * mask).sum(1) / mask.sum(1)
+    modules = json.loads((exported_dir / "modules.json").read_text())
+    assert [module["type"].rsplit(".", 1)[1] for module in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert json.loads((exported_dir / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
+    expected = np.stack([p.embedding for p in Predictor.from_folder(exported_dir).predict(TEXTS)])
+    np.testing.assert_allclose(pooled / np.linalg.norm(pooled, axis=-1, keepdims=True), expected, atol=1e-5)
 
 
 def test_int8_embeddings_stay_close_to_float32(exported_dir):

@@ -15,11 +15,13 @@ from mtl.tasks import TaskSpec
 @dataclass
 class MultiTaskOutput:
     """embeddings ``(batch, hidden)``; logits per task: ``(batch, labels)`` for classification,
-    ``(batch, seq, labels)`` for tagging; losses per task that had labels, and their sum."""
+    ``(batch, seq, labels)`` for tagging; losses per task that had labels, and their sum;
+    the encoder's token states ``(batch, seq, hidden)`` where the model hands them out."""
 
     embeddings: torch.Tensor
     logits: dict[str, torch.Tensor]
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    token_embeddings: torch.Tensor | None = None
 
     @property
     def loss(self) -> torch.Tensor | None:
@@ -53,4 +55,5 @@ class MultiTaskModel(nn.Module):
             tagging = self.specs[task].kind == "tagging"
             logits[task] = self.heads[task](encoded.token_embeddings if tagging else encoded.pooled)
         losses = {task: head_loss(logits[task], labels[task]) for task in tasks if task in labels}
-        return MultiTaskOutput(embeddings=encoded.sentence_embedding, logits=logits, losses=losses)
+        return MultiTaskOutput(embeddings=encoded.sentence_embedding, logits=logits, losses=losses,
+                               token_embeddings=encoded.token_embeddings)
