@@ -1,13 +1,16 @@
 """Export a model folder to ONNX: the whole model in float32, optimized, and an int8 variant.
 
 Each file is checked against PyTorch on a sample before it is kept: float32 must give the same
-numbers (``FLOAT32_TOLERANCE``), int8 embeddings must stay close (``INT8_MIN_COSINE``); an export
-that misses fails with the figures and writes nothing. ``mtl.onnx_backend`` reads the result.
+numbers (``FLOAT32_TOLERANCE``), int8 embeddings must stay close (``INT8_MIN_MEAN_COSINE`` on
+average, ``INT8_MIN_COSINE`` for every text); an export that misses fails with the figures and
+writes nothing. ``mtl.onnx_backend`` reads the result.
 
-int8 is ONNX Runtime's dynamic quantization: int8 weights per output channel, activations
-quantized to uint8 per batch. On x86 CPUs without VNNI the uint8 x int8 products are summed in
-int16 (``vpmaddubsw``), which can saturate; 7-bit weights (``reduce_range``) avoid it at some cost
-in precision. So there both are made and checked, and the one closer to float32 is kept.
+int8 is ONNX Runtime's dynamic quantization of every matrix product with a weight matrix: int8
+weights per output channel, activations quantized to uint8 per batch. The products of two
+activations (attention scores) and the embedding lookups stay float32. On x86 CPUs without VNNI
+the uint8 x int8 products are summed in int16 (``vpmaddubsw``), which can saturate; 7-bit weights
+(``reduce_range``) avoid it at some cost in precision. So there both are made and checked, and
+the one closer to float32 is kept.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from mtl.checkpoint import ModelBundle, load_model_folder, model_version
 from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, TOKEN_OUTPUT, OnnxMultiTaskModel
 
 FLOAT32_TOLERANCE = 1e-3   # largest absolute difference from PyTorch, on any output
-INT8_MIN_COSINE = 0.98     # lowest cosine between an int8 and a float32 embedding of the sample
+INT8_MIN_MEAN_COSINE = 0.98  # mean cosine between the int8 and the float32 embeddings of the sample
+INT8_MIN_COSINE = 0.95       # lowest cosine between an int8 and a float32 embedding of the sample
 OPSET = 18
 SAMPLE_TEXTS = [
     "Sam Taylor flew from Lima to Berlin on Tuesday.",
@@ -96,7 +100,8 @@ def export_onnx(folder: str | Path, *, sample: list[str] | None = None) -> Expor
             "model_version": model_version(folder),
             "files": files, "opset": OPSET, "inputs": bundle.featurizer.input_names,
             "outputs": _output_names(bundle),
-            "quantization": {"cpu": cpu, "weights": "int8, per channel, symmetric",
+            "quantization": {"cpu": cpu, "operators": "MatMul and Gemm with a weight matrix",
+                             "weights": "int8, per channel, symmetric",
                              "activations": "uint8, per batch (dynamic)", "reduce_range": reduce_range},
             "check": {"float32_max_difference": difference, **agreement, "sample_texts": len(texts)},
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -166,7 +171,7 @@ def _quantize_and_check(float32: Path, staging: Path, bundle: ModelBundle, texts
         path = staging / f"model_qint8_{cpu}{'_reduced' if reduce_range else ''}.onnx"
         _quantize(float32, path, reduce_range=reduce_range)
         agreement = _agreement(_onnx_outputs(path, bundle, texts), reference, bundle, texts)
-        if best is None or agreement["int8_min_cosine"] > best[2]["int8_min_cosine"]:
+        if best is None or agreement["int8_mean_cosine"] > best[2]["int8_mean_cosine"]:
             best = (path, reduce_range, agreement)
     path, reduce_range, agreement = best
     for other in staging.glob("model_qint8_*.onnx"):
@@ -174,9 +179,10 @@ def _quantize_and_check(float32: Path, staging: Path, bundle: ModelBundle, texts
             other.unlink()
     final = staging / f"model_qint8_{cpu}.onnx"
     path.rename(final)
-    if agreement["int8_min_cosine"] < INT8_MIN_COSINE:
-        raise RuntimeError(f"the int8 model's embeddings are too far from float32's: cosine "
-                           f"{agreement['int8_min_cosine']:.4f} (the limit is {INT8_MIN_COSINE}); nothing was written")
+    if agreement["int8_mean_cosine"] < INT8_MIN_MEAN_COSINE or agreement["int8_min_cosine"] < INT8_MIN_COSINE:
+        raise RuntimeError(f"the int8 model's embeddings are too far from float32's: cosine mean "
+                           f"{agreement['int8_mean_cosine']:.4f}, lowest {agreement['int8_min_cosine']:.4f} (the "
+                           f"limits are {INT8_MIN_MEAN_COSINE} and {INT8_MIN_COSINE}); nothing was written")
     return final, reduce_range, agreement
 
 
@@ -186,7 +192,8 @@ def _quantize(source: Path, target: Path, *, reduce_range: bool) -> None:
 
     # the exporter's graph has ops whose output types shape inference cannot tell: they are float
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     reduce_range=reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     reduce_range=reduce_range, op_types_to_quantize=["MatMul", "Gemm"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
 
 
 def _agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], bundle: ModelBundle,
