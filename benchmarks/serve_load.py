@@ -112,27 +112,32 @@ def run_load(url: str, args: argparse.Namespace) -> dict[int, dict]:
 @contextmanager
 def server(command: list[str], url: str, environment: dict | None = None):
     """Start a server process group, wait for /healthz, and always stop it."""
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(environment or {})},
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_healthy(url, log, command[0])
+            yield
+        finally:
+            os.killpg(process.pid, signal.SIGINT)  # `serve run` shuts Serve and Ray down on Ctrl-C
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_until_healthy(url: str, log, name: str) -> None:
     import requests
 
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(environment or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"{command[0]} did not become healthy")
-        yield
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # `serve run` shuts Serve and Ray down on Ctrl-C
+    deadline = time.time() + 300
+    while time.time() < deadline:
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            time.sleep(0.5)
+    log.seek(0)
+    raise RuntimeError(f"{name} did not become healthy; its last output:\n{log.read()[-3000:]}")
 
 
 def endpoint_config(model: Path, port: int, folder: Path, args: argparse.Namespace) -> Path:
@@ -157,7 +162,7 @@ def endpoint_config(model: Path, port: int, folder: Path, args: argparse.Namespa
 
 def mode_environment(mode: str, folder: Path) -> dict[str, str]:
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            **(high_throughput_environment(folder / mode) if mode == "high-throughput" else {})}
+            **(high_throughput_environment(folder) if mode == "high-throughput" else {})}
 
 
 def high_throughput_environment(folder: Path) -> dict[str, str]:
@@ -167,7 +172,7 @@ def high_throughput_environment(folder: Path) -> dict[str, str]:
     /tmp/haproxy-serve, so that the run cleans up after itself and cannot meet another Serve's."""
     from mtl.serve import HIGH_THROUGHPUT_ENVIRONMENT
 
-    (folder / "haproxy").mkdir(parents=True)
+    (folder / "haproxy").mkdir()  # HAProxy refuses socket paths longer than about 100 characters
     return {**HIGH_THROUGHPUT_ENVIRONMENT,
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy" / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "haproxy" / "admin.sock"),
@@ -229,6 +234,7 @@ def main() -> None:
             with server([str(Path(sys.executable).parent / "serve"), "run", str(config)], url,
                         mode_environment(mode, Path(work))):
                 endpoints[mode] = run_load(url, args)
+            print(json.dumps({mode: endpoints[mode]}), flush=True)  # kept if a later mode fails
     tuning = {name: getattr(args, name) for name in ("replicas", "threads", "backend", "precision")
               if getattr(args, name)}
     print_table(baseline, endpoints, args.texts_per_request,

@@ -10,7 +10,8 @@ of its own, which label_throughput.py calls (``--st-onnx-python``)::
 
 It exports the packaged all-MiniLM-L6-v2 with sentence-transformers' own calls (``backend="onnx"``,
 then ``export_dynamic_quantized_onnx_model`` with its preset for the CPU), and times ``encode`` on
-the texts at a few batch sizes, keeping the best. With ``--model-folder`` (a model folder exported
+the texts at the batch size that is fastest on the first of them, as label_throughput.py times
+``SentenceTransformer.encode`` in PyTorch. With ``--model-folder`` (a model folder exported
 by ``jobs.export``) it also loads that folder with ``backend="onnx"``, float32 and int8, and hands
 back its embeddings of the first texts, which the caller compares with its own. Prints one JSON object.
 """
@@ -21,21 +22,15 @@ import argparse
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-BATCH_SIZES = (32, 64, 128)
 CHECKED_TEXTS = 64
 
 
 def best_rate(model, texts: list[str]) -> dict:
-    model.encode(texts[:256])  # warm-up: first calls allocate
-    results = []
-    for batch_size in BATCH_SIZES:
-        started = time.perf_counter()
-        model.encode(texts, batch_size=batch_size)
-        results.append((len(texts) / (time.perf_counter() - started), batch_size))
-    rate, batch_size = max(results)
+    from label_throughput import best_batch_rate
+
+    rate, batch_size = best_batch_rate(model, texts)
     return {"sentences_per_second": rate, "batch_size": batch_size}
 
 
@@ -63,13 +58,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         folder = packaged_model_copy(Path(work))
         float32 = SentenceTransformer(str(folder), device="cpu", backend="onnx")
+        float32.save_pretrained(str(folder))  # the export made at load is kept only when saved
         float32.max_seq_length = args.max_length
         result["onnx/float32"] = best_rate(float32, texts)
         export_dynamic_quantized_onnx_model(float32, args.int8, str(folder))
+        # named by the preset's weight type: model_quint8_avx2.onnx, model_qint8_avx512_vnni.onnx
+        (quantized,) = (folder / "onnx").glob(f"model_*int8_{args.int8}.onnx")
         int8 = SentenceTransformer(str(folder), device="cpu", backend="onnx",
-                                   model_kwargs={"file_name": f"onnx/model_qint8_{args.int8}.onnx"})
+                                   model_kwargs={"file_name": f"onnx/{quantized.name}"})
         int8.max_seq_length = args.max_length
-        result[f"onnx/int8 ({args.int8})"] = best_rate(int8, texts)
+        result[f"onnx/{quantized.stem.split('_')[1]} ({args.int8})"] = best_rate(int8, texts)
     if args.model_folder:
         export = json.loads((Path(args.model_folder) / "onnx" / "export.json").read_text())
         result["model_folder"] = {}
