@@ -156,7 +156,8 @@ def test_rayservice_serves_the_same_applications_as_serve_config():
         applications[0]["args"].pop("model")
         for deployment in applications[0]["deployments"]:  # sized for the cluster's pods, checked above
             deployment.pop("ray_actor_options")
-            deployment["autoscaling_config"].pop("max_replicas")
+            for bound in ("min_replicas", "max_replicas"):
+                deployment["autoscaling_config"].pop(bound)
     assert in_cluster == local
 
 
