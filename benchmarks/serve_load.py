@@ -140,24 +140,24 @@ def wait_until_healthy(url: str, log, name: str) -> None:
     raise RuntimeError(f"{name} did not become healthy; its last output:\n{log.read()[-3000:]}")
 
 
-def endpoint_config(model: Path, port: int, folder: Path, args: argparse.Namespace) -> Path:
-    """The shipped serve_config.yaml on this model and port; the tuning flags, when given, on top."""
+def endpoint_config(model: Path, port: int, folder: Path, tuning: dict) -> tuple[Path, dict]:
+    """The shipped serve_config.yaml on this model and port, with ``tuning`` (the tuning flags
+    given) on top: the file written, and the endpoint's settings (its ``args``) in it."""
     import yaml
 
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     application = config["applications"][0]
     application["args"]["model"] = str(model)
-    tuned = {name: getattr(args, name) for name in ("threads", "backend", "precision") if getattr(args, name)}
-    application["args"].update(tuned)
-    if args.replicas:
+    application["args"].update({name: value for name, value in tuning.items() if name != "replicas"})
+    if "replicas" in tuning:
         deployment = application["deployments"][0]
         deployment.pop("autoscaling_config", None)
-        deployment.update(num_replicas=args.replicas,
-                          ray_actor_options={"num_cpus": min(1.0, (os.cpu_count() or 1) / args.replicas)})
+        deployment.update(num_replicas=tuning["replicas"],
+                          ray_actor_options={"num_cpus": min(1.0, (os.cpu_count() or 1) / tuning["replicas"])})
     path = folder / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return path
+    return path, application["args"]
 
 
 def mode_environment(mode: str, folder: Path) -> dict[str, str]:
@@ -222,29 +222,23 @@ def main() -> None:
         print(json.dumps(result))
         return None
     url = f"http://127.0.0.1:{args.port}"
+    tuning = {name: getattr(args, name) for name in ("replicas", "threads", "backend", "precision")
+              if getattr(args, name)}
     with tempfile.TemporaryDirectory() as work:
         model = Path(args.model) if args.model else fresh_model(Path(work) / "model")
-        if "onnx" in (args.backend, serve_config_backend()):
+        config, settings = endpoint_config(model.absolute(), args.port, Path(work), tuning)
+        if settings.get("backend") == "onnx":
             export_if_missing(model)
         with server([sys.executable, __file__, "--baseline-server", str(args.port)], url):
             baseline = run_load(url, args)
-        config = endpoint_config(model.absolute(), args.port, Path(work), args)
         endpoints = {}
         for mode in args.modes:
             with server([str(Path(sys.executable).parent / "serve"), "run", str(config)], url,
                         mode_environment(mode, Path(work))):
                 endpoints[mode] = run_load(url, args)
             print(json.dumps({mode: endpoints[mode]}), flush=True)  # kept if a later mode fails
-    tuning = {name: getattr(args, name) for name in ("replicas", "threads", "backend", "precision")
-              if getattr(args, name)}
     print_table(baseline, endpoints, args.texts_per_request,
                 "serve_config.yaml as shipped" + (f", tuned: {tuning}" if tuning else ""))
-
-
-def serve_config_backend() -> str:
-    import yaml
-
-    return yaml.safe_load((REPO / "serve_config.yaml").read_text())["applications"][0]["args"].get("backend", "torch")
 
 
 def export_if_missing(model: Path) -> None:

@@ -165,7 +165,7 @@ def local_model_folder(folder: str | Path) -> Path:
     return storage.cached_model_folder(folder, (SPEC_FILE, HEADS_FILE, *exported))
 
 
-def load_model_description(folder: str | Path) -> tuple[Path, ModelConfig, list[TaskSpec], Featurizer, dict]:
+def load_model_parts(folder: str | Path) -> tuple[Path, ModelConfig, list[TaskSpec], Featurizer, dict]:
     """What a model folder (local or a URI) says of itself, without its weights: the local copy, its
     settings, task specs, featurizer and metadata (all a backend with weights of its own needs)."""
     folder = local_model_folder(folder)
@@ -179,7 +179,7 @@ def load_model_description(folder: str | Path) -> tuple[Path, ModelConfig, list[
 def load_model_folder(folder: str | Path) -> ModelBundle:
     """Load a model folder written by ``save_model_folder`` (local or a URI); every head must match
     its saved weights."""
-    folder, settings, specs, featurizer, metadata = load_model_description(folder)
+    folder, settings, specs, featurizer, metadata = load_model_parts(folder)
     heads_path = folder / HEADS_FILE
     if not heads_path.is_file():
         raise ModelFolderError(f"{folder}: no {HEADS_FILE}")

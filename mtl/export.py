@@ -32,6 +32,7 @@ from torch import nn
 
 from mtl import storage
 from mtl.checkpoint import ModelBundle, load_model_folder, model_version
+from mtl.data.features import Encoded
 from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, TOKEN_OUTPUT, OnnxMultiTaskModel
 
 FLOAT32_TOLERANCE = 1e-3   # largest absolute difference from PyTorch, on any output
@@ -82,19 +83,20 @@ def export_onnx(folder: str | Path, *, sample: list[str] | None = None) -> Expor
     """Add ``onnx/`` to a model folder (local or a URI): export, optimize, quantize, check, write."""
     bundle = load_model_folder(folder)
     texts = sample or SAMPLE_TEXTS
-    reference = _torch_outputs(bundle, texts)
+    encoded = bundle.featurizer.encode(texts=texts)  # one tokenization for every check
+    reference = _torch_outputs(bundle, encoded)
     cpu = cpu_family()
     with tempfile.TemporaryDirectory(prefix="mtl-export-") as staging:
         staging = Path(staging)
         float32 = staging / "model.onnx"
         _export(bundle, float32)
         _optimize(float32)
-        exported = _onnx_outputs(float32, bundle, texts)
+        exported = _onnx_outputs(float32, bundle, encoded)
         difference = max(float(np.abs(exported[name] - want).max()) for name, want in reference.items())
         if difference > FLOAT32_TOLERANCE:
             raise RuntimeError(f"the ONNX export differs from PyTorch by {difference:.2e} "
                                f"(the limit is {FLOAT32_TOLERANCE:.0e}); nothing was written")
-        int8, reduce_range, agreement = _quantize_and_check(float32, staging, bundle, texts, reference, cpu)
+        int8, reduce_range, agreement = _quantize_and_check(float32, staging, bundle, encoded, reference, cpu)
         files = {"float32": f"{EXPORT_FOLDER}/{float32.name}", "int8": f"{EXPORT_FOLDER}/{int8.name}"}
         description = {
             "model_version": model_version(folder),
@@ -162,7 +164,7 @@ def _optimize(path: Path) -> None:
     optimize_model(str(path), model_type="bert", num_heads=0, hidden_size=0).save_model_to_file(str(path))
 
 
-def _quantize_and_check(float32: Path, staging: Path, bundle: ModelBundle, texts: list[str],
+def _quantize_and_check(float32: Path, staging: Path, bundle: ModelBundle, encoded: Encoded,
                         reference: dict[str, np.ndarray], cpu: str) -> tuple[Path, bool, dict]:
     """The int8 model for ``cpu``: both weight ranges where saturation is possible, the closer kept."""
     candidates = [False, True] if cpu in ("avx2", "avx512", "generic") else [False]
@@ -170,7 +172,7 @@ def _quantize_and_check(float32: Path, staging: Path, bundle: ModelBundle, texts
     for reduce_range in candidates:
         path = staging / f"model_qint8_{cpu}{'_reduced' if reduce_range else ''}.onnx"
         _quantize(float32, path, reduce_range=reduce_range)
-        agreement = _agreement(_onnx_outputs(path, bundle, texts), reference, bundle, texts)
+        agreement = _agreement(_onnx_outputs(path, bundle, encoded), reference, bundle, encoded)
         if best is None or agreement["int8_mean_cosine"] > best[2]["int8_mean_cosine"]:
             best = (path, reduce_range, agreement)
     path, reduce_range, agreement = best
@@ -197,11 +199,11 @@ def _quantize(source: Path, target: Path, *, reduce_range: bool) -> None:
 
 
 def _agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], bundle: ModelBundle,
-               texts: list[str]) -> dict:
+               encoded: Encoded) -> dict:
     """Embedding cosines, and the share of sentence labels and token tags (padding aside) that stay the same."""
     got, want = outputs[EMBEDDING_OUTPUT], reference[EMBEDDING_OUTPUT]
     cosines = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
-    real = bundle.featurizer.encode(texts=texts).inputs["attention_mask"].numpy().astype(bool)
+    real = encoded.inputs["attention_mask"].numpy().astype(bool)
     same = []
     for task, spec in bundle.model.specs.items():
         agrees = outputs[task].argmax(-1) == reference[task].argmax(-1)
@@ -211,17 +213,15 @@ def _agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
 
 
 @torch.inference_mode()
-def _torch_outputs(bundle: ModelBundle, texts: list[str]) -> dict[str, np.ndarray]:
+def _torch_outputs(bundle: ModelBundle, encoded: Encoded) -> dict[str, np.ndarray]:
     """Every output the export has, by its name, from PyTorch."""
-    encoded = bundle.featurizer.encode(texts=texts)
     values = _Exportable(bundle.model).eval()(*(encoded.inputs[name] for name in bundle.featurizer.input_names))
     return {name: value.numpy() for name, value in zip(_output_names(bundle), values)}
 
 
-def _onnx_outputs(path: Path, bundle: ModelBundle, texts: list[str]) -> dict[str, np.ndarray]:
+def _onnx_outputs(path: Path, bundle: ModelBundle, encoded: Encoded) -> dict[str, np.ndarray]:
     """Every output of the exported file, by its name."""
     model = OnnxMultiTaskModel(path, specs=bundle.model.specs, input_names=bundle.featurizer.input_names)
-    encoded = bundle.featurizer.encode(texts=texts)
     names = _output_names(bundle)
     values = model.session.run(names, {name: encoded.inputs[name].numpy() for name in model.input_names})
     return dict(zip(names, values))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl.checkpoint import ModelBundle, load_model_description, load_model_folder, model_version
+from mtl.checkpoint import ModelBundle, load_model_folder, load_model_parts, model_version
 from mtl.data.features import Encoded, first_subword_positions, word_character_spans
 from mtl.model.cpu_inference import pack_linear_layers
 from mtl.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
@@ -207,7 +207,7 @@ def check_backend(backend: str, precision: str, folder: str | Path | None = None
 def _onnx_bundle(folder: str | Path, precision: str, threads: int | None) -> ModelBundle:
     """The folder's ONNX export in ``precision``, with its featurizer and task specs: its PyTorch
     weights are never read."""
-    local, settings, specs, featurizer, metadata = load_model_description(folder)
+    local, settings, specs, featurizer, metadata = load_model_parts(folder)
     model = load_onnx_model(local, precision=precision, version=model_version(local),
                             specs={spec.name: spec for spec in specs}, input_names=featurizer.input_names,
                             threads=threads)
