@@ -53,7 +53,8 @@ class ModelBundle:
 
     @property
     def specs(self) -> list[TaskSpec]:
-        return list(self.model.specs.values())
+        """Every task of the model, similarity tasks (which have no head) too."""
+        return list(self.model.task_specs.values())
 
 
 def resolve_encoder(name: str) -> str:
@@ -103,7 +104,7 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
         "format_version": FORMAT_VERSION,
         "library_version": mtl.__version__,
         "model": bundle.settings.model_dump(),
-        "tasks": [spec.to_dict() for spec in model.specs.values()],
+        "tasks": [spec.to_dict() for spec in model.task_specs.values()],
         "metadata": {**bundle.metadata, **(metadata or {})},
     }
     (folder / SPEC_FILE).write_text(json.dumps(description, indent=2, default=str))

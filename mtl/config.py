@@ -17,6 +17,7 @@ from mtl.errors import ConfigError
 from mtl.formats import LABELED_DATA_SUFFIXES
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+EMBEDDING_METRICS = "embedding"  # the key of embedding_eval's scores among the tasks' metrics
 
 DataFormat = Literal["conll", "csv", "tsv", "jsonl", "parquet"]
 
@@ -30,7 +31,9 @@ class DataSource(_Frozen):
 
     Columns are names, or 0-based indices for headerless TSV/CSV. A classification task reads
     ``text_column`` and ``label_column``; a tagging task reads ``tokens_column`` and ``tags_column``
-    (CoNLL files: ``token_field`` and ``tag_field`` of each line).
+    (CoNLL files: ``token_field`` and ``tag_field`` of each line); a similarity task reads sentence
+    pairs from ``text_column`` and ``pair_column``, with a score in ``score_column`` (which must lie in
+    ``score_range``) or, unscored, optionally a third sentence unlike the first in ``negative_column``.
     """
 
     path: str
@@ -39,6 +42,10 @@ class DataSource(_Frozen):
     label_column: str | int = "label"
     tokens_column: str = "tokens"
     tags_column: str = "tags"
+    pair_column: str | int = "pair"
+    score_column: str | int | None = None
+    score_range: tuple[float, float] | None = None
+    negative_column: str | int | None = None
     header: bool = True
     token_field: int = 0
     tag_field: int = -1
@@ -56,16 +63,35 @@ class DataSource(_Frozen):
             raise ConfigError(f"{file}: cannot tell the format from the suffix {suffix!r}; set format")
         return LABELED_DATA_SUFFIXES[suffix]
 
+    @model_validator(mode="after")
+    def _scores_have_a_range(self) -> DataSource:
+        if self.score_column is not None and self.score_range is None:
+            raise ValueError("score_range: required with score_column, e.g. [0, 5]")
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range: {list(self.score_range)} is not [low, high] with low < high")
+        if self.score_column is not None and self.negative_column is not None:
+            raise ValueError("negative_column: scored pairs take no negative; drop score_column or negative_column")
+        return self
+
 
 class TaskConfig(_Frozen):
-    """One task: a name, a kind, and its training and evaluation data."""
+    """One task: a name, a kind, and its training and evaluation data.
+
+    A similarity task has no head: it trains the sentence embedding itself on sentence pairs.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    kind: Literal["classification", "tagging"]
+    kind: Literal["classification", "tagging", "similarity"]
     train: DataSource
     eval: DataSource | None = None
     weight: float = Field(default=1.0, gt=0)
     learning_rate: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _similarity_eval_is_scored(self) -> TaskConfig:
+        if self.kind == "similarity" and self.eval is not None and self.eval.score_column is None:
+            raise ValueError("eval.score_column: a similarity task is scored on pairs with a score")
+        return self
 
 
 class ModelConfig(_Frozen):
@@ -83,6 +109,14 @@ class GradualUnfreezing(_Frozen):
 
     every: int = Field(gt=0)
     unit: Literal["steps", "epochs"] = "epochs"
+
+
+class EmbeddingPreservation(_Frozen):
+    """Keep the sentence embedding near the pretrained encoder's: every classification and tagging
+    batch adds ``weight`` times the mean cosine distance between the model's embedding of each
+    sentence and the one a frozen copy of the pretrained encoder gave it."""
+
+    weight: float = Field(default=1.0, gt=0)
 
 
 class TrainConfig(_Frozen):
@@ -122,6 +156,7 @@ class TrainConfig(_Frozen):
     freeze: Literal["none", "encoder", "embeddings"] = "none"
     freeze_layers: int = Field(default=0, ge=0)
     gradual_unfreezing: GradualUnfreezing | None = None
+    preserve_embedding: EmbeddingPreservation | None = None
     # evaluation, checkpoints, faults
     eval_every_steps: int | None = Field(default=None, ge=1)
     patience: int | None = Field(default=None, ge=1)
@@ -135,12 +170,14 @@ class TrainConfig(_Frozen):
 
 
 class Config(_Frozen):
-    """A whole run: where it writes, the model, the tasks and how to train."""
+    """A whole run: where it writes, the model, the tasks and how to train; ``embedding_eval``
+    (scored sentence pairs, STS-B style) measures the sentence embedding at every evaluation."""
 
     output: str = "runs/default"
     model: ModelConfig = ModelConfig()
     tasks: list[TaskConfig] = Field(min_length=1)
     train: TrainConfig = TrainConfig()
+    embedding_eval: DataSource | None = None
 
     @model_validator(mode="after")
     def _task_names_unique(self) -> Config:
@@ -148,6 +185,10 @@ class Config(_Frozen):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"task names must be unique, repeated: {duplicates}")
+        if self.embedding_eval is not None and self.embedding_eval.score_column is None:
+            raise ValueError("embedding_eval.score_column: the embedding is scored on pairs with a score")
+        if EMBEDDING_METRICS in names:
+            raise ValueError(f"task name {EMBEDDING_METRICS!r} is where embedding_eval reports; rename the task")
         return self
 
 

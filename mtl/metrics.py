@@ -1,4 +1,5 @@
-"""Evaluation metrics: classification scores, confusion matrix, and exact-span entity F1.
+"""Evaluation metrics: classification scores, confusion matrix, exact-span entity F1, and the
+rank correlation of embedding cosines with human similarity scores (STS).
 
 Entity scoring follows conlleval and seqeval's default mode (see ``mtl.tasks.bio_spans``): an entity
 counts only when its start, end and type all match.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from scipy import stats
 
 from mtl.tasks import bio_spans
 
@@ -98,4 +100,12 @@ def report_from_span_counts(counts: dict[str, list[int]]) -> dict:
     }
 
 
-PRIMARY_METRIC = {"classification": "accuracy", "tagging": "f1"}
+def similarity_report(cosines: list[float], gold: list[float]) -> dict:
+    """Spearman (the STS benchmarks' measure) and Pearson correlation of cosines with gold scores."""
+    if len(cosines) < 2:
+        return {"spearman": 0.0, "pearson": 0.0, "pairs": len(cosines)}
+    return {"spearman": float(stats.spearmanr(cosines, gold).statistic),
+            "pearson": float(stats.pearsonr(cosines, gold).statistic), "pairs": len(cosines)}
+
+
+PRIMARY_METRIC = {"classification": "accuracy", "tagging": "f1", "similarity": "spearman"}

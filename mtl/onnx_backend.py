@@ -74,11 +74,12 @@ class OnnxMultiTaskModel:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.specs = specs
+        self.task_specs = specs
+        self.specs = {name: spec for name, spec in specs.items() if spec.has_head}  # those with an output
         self.input_names = input_names
         outputs = {output.name: output for output in self.session.get_outputs()}
         self.embedding_size = int(outputs[EMBEDDING_OUTPUT].shape[-1])
-        missing = [task for task in specs if task not in outputs]
+        missing = [task for task in self.specs if task not in outputs]
         if missing:
             raise ModelFolderError(f"{path}: no output for task(s) {missing}; export again with: "
                                    f"{export_command(path.parent.parent)}")

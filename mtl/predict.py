@@ -97,7 +97,13 @@ class Predictor:
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
+        """The tasks this predictor answers (those with a head)."""
         return self.model.specs
+
+    @property
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """Every task of the model, similarity tasks (answered by the embedding alone) too."""
+        return self.model.task_specs
 
     @property
     def embedding_size(self) -> int:
@@ -119,9 +125,7 @@ class Predictor:
         if (texts is None) == (words is None):
             raise ValueError("pass either texts or words")
         tasks = list(self.specs) if tasks is None else list(tasks)
-        unknown = [task for task in tasks if task not in self.specs]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; this model has {list(self.specs)}")
+        _check_tasks(tasks, self.specs, self.task_specs)
         items = texts if words is None else words
         check = self._check_text if words is None else self._check_words
         results: list[Prediction | None] = [None] * len(items)
@@ -189,6 +193,18 @@ class Predictor:
                     prediction.entities[task] = _entities(spec, probabilities[task][row], encoded, row, item, pre_split)
             predictions.append(prediction)
         return predictions
+
+
+def _check_tasks(tasks: list[str], answered: dict[str, TaskSpec], every: dict[str, TaskSpec]) -> None:
+    """An unknown task, or one without an output (a similarity task), is a mistake in the request."""
+    unknown = [task for task in tasks if task not in answered]
+    if not unknown:
+        return
+    embedding_only = [task for task in unknown if task in every]
+    if embedding_only:
+        raise ValueError(f"task(s) {embedding_only} trained the embedding and have no output of their own: "
+                         f"ask for the embedding instead; this model answers {list(answered)}")
+    raise ValueError(f"unknown task(s) {unknown}; this model has {list(answered)}")
 
 
 def check_backend(backend: str, precision: str, folder: str | Path | None = None) -> None:

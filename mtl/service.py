@@ -135,7 +135,8 @@ class EmbedResponse(BaseModel):
 
 class TaskOut(BaseModel):
     name: str
-    kind: Literal["classification", "tagging"]
+    kind: Literal["classification", "tagging", "similarity"] = Field(
+        description="similarity tasks trained the embedding: they have no output of their own")
     labels: list[str]
 
 
@@ -204,8 +205,8 @@ def model_info(folder: str) -> ModelInfo:
 
 def create_api(backend: Backend, info: ModelInfo, settings: ServiceSettings) -> FastAPI:
     """The endpoint's FastAPI app: ``/v1/embed``, ``/v1/predict``, ``/v1/model``, ``/healthz``, ``/docs``."""
-    embed_request, predict_request = request_models(settings, [task.name for task in info.tasks])
-    all_tasks = [task.name for task in info.tasks]
+    answered = [task.name for task in info.tasks if task.kind != "similarity"]  # those with an output
+    embed_request, predict_request = request_models(settings, answered)
     cache = AnswerCache(settings.cache_size)
     app = FastAPI(title="mtl: multi-task sentence transformer", version=info.version,
                   description=f"Embeddings, sentence labels and entities from one encoder ({info.encoder}).")
@@ -235,7 +236,7 @@ def create_api(backend: Backend, info: ModelInfo, settings: ServiceSettings) -> 
 
     @app.post("/v1/predict", responses=ERROR_RESPONSES, summary="Labels, entities and optionally embeddings")
     async def predict(request: predict_request) -> PredictResponse:
-        tasks = list(dict.fromkeys(request.tasks)) if request.tasks is not None else all_tasks
+        tasks = list(dict.fromkeys(request.tasks)) if request.tasks is not None else answered
         predictions = await answer(request.texts, tasks)
         return PredictResponse(model=info.version, results=[
             _prediction_out(prediction, request.embedding) for prediction in predictions])

@@ -1,7 +1,8 @@
 """Task specifications: what a head predicts, and the label <-> id maps saved with the model.
 
 A classification task has one label per sentence. A tagging task has one BIO tag per word; its
-label list is the tag set (``O``, ``B-PER``, ``I-PER``, ...), and tags decode to entity spans.
+label list is the tag set (``O``, ``B-PER``, ``I-PER``, ...), and tags decode to entity spans. A
+similarity task has no labels and no head: it trains the sentence embedding on sentence pairs.
 The label maps are built once from the training data and stored in the model folder, never
 re-derived at inference.
 """
@@ -14,7 +15,7 @@ from typing import Literal
 
 from mtl.errors import DataError
 
-TaskKind = Literal["classification", "tagging"]
+TaskKind = Literal["classification", "tagging", "similarity"]
 OUTSIDE = "O"
 
 
@@ -29,6 +30,11 @@ class TaskSpec:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the model has an output of its own for this task (similarity tasks have none)."""
+        return self.kind != "similarity"
 
     @property
     def label_ids(self) -> dict[str, int]:
@@ -60,6 +66,8 @@ class TaskSpec:
         sorted by type, so that it is complete even when a type never starts with ``I-`` in the data.
         """
         seen = set(seen)
+        if kind == "similarity":
+            return cls(name=name, kind=kind, labels=())
         if kind == "classification":
             return cls(name=name, kind=kind, labels=tuple(sorted(seen)))
         types = sorted({entity_type(tag) for tag in seen if tag != OUTSIDE})

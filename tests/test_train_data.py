@@ -6,15 +6,17 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import DEMO
-from train_configs import demo_config
+from train_configs import demo_config, write_pairs
 from transformers import AutoTokenizer
 
 import mtl.train.data
-from mtl.config import validate_config
+from mtl.config import ModelConfig, validate_config
 from mtl.data.features import Featurizer
 from mtl.errors import ConfigError, DataError
 from mtl.train.data import TaskStream, file_runs, plan_training_data
+from mtl.train.preservation import REFERENCE, ReferenceEmbedder
 
 pytestmark = pytest.mark.ray
 
@@ -32,10 +34,14 @@ def test_the_counting_pass_builds_label_maps_and_caps_each_task(ray_local, raw):
     assert plans["ner"].file_rows == [400] and len(plans["ner"].keep) == 64
 
 
-def stream(plans, specs, raw, *, rank=0, world_size=1, draws=0, batch_size=16, keep_in_memory_rows=0):
+def stream(plans, specs, raw, *, rank=0, world_size=1, draws=0, batch_size=16, keep_in_memory_rows=0,
+           task=1, preserve=False):
     featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(raw["model"]["encoder"]), max_length=32)
-    return TaskStream(plans["ner"], specs[1], featurizer=featurizer, batch_size=batch_size, seed=7, task_index=1,
-                      rank=rank, world_size=world_size, draws=draws, keep_in_memory_rows=keep_in_memory_rows)
+    reference = ReferenceEmbedder.pretrained(ModelConfig.model_validate(raw["model"]), featurizer,
+                                             torch.device("cpu")) if preserve else None
+    return TaskStream(plans[specs[task].name], specs[task], featurizer=featurizer, batch_size=batch_size, seed=7,
+                      task_index=task, rank=rank, world_size=world_size, draws=draws,
+                      keep_in_memory_rows=keep_in_memory_rows, reference=reference)
 
 
 def identities(batch) -> list[tuple]:
@@ -70,13 +76,33 @@ def test_a_share_kept_in_memory_gives_the_batches_a_streamed_one_gives(ray_local
     raw["train"]["max_examples_per_task"] = 100
     specs, plans = plan_training_data(validate_config(raw))
     batches = 3 * 4  # three passes of 50 rows (rank 1 of 2) in batches of 16
-    streamed = stream(plans, specs, raw, rank=1, world_size=2)
-    kept = stream(plans, specs, raw, rank=1, world_size=2, keep_in_memory_rows=50)
+    # with embedding preservation, as the shipped configs train: every row carries its reference embedding
+    streamed = stream(plans, specs, raw, rank=1, world_size=2, preserve=True)
+    kept = stream(plans, specs, raw, rank=1, world_size=2, keep_in_memory_rows=50, preserve=True)
     assert kept.in_memory and not streamed.in_memory
-    expected = [identities(streamed.next_batch()) for _ in range(batches)]
-    assert [identities(kept.next_batch()) for _ in range(batches)] == expected
+    streamed_batches = [streamed.next_batch() for _ in range(batches)]
+    kept_batches = [kept.next_batch() for _ in range(batches)]
+    expected = [identities(batch) for batch in streamed_batches]
+    assert [identities(batch) for batch in kept_batches] == expected
+    # the kept copy holds them in float16: close to the embeddings made again on each streamed pass
+    references = [np.array([row[REFERENCE] for batch in run for row in batch]) for run in (streamed_batches,
+                                                                                           kept_batches)]
+    assert references[0].shape == (batches * 16 - 3 * 14, 32)
+    np.testing.assert_allclose(references[1], references[0], atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(references[0], axis=1), 1.0, atol=1e-5)
     resumed = stream(plans, specs, raw, rank=1, world_size=2, draws=5, keep_in_memory_rows=50)
     assert [identities(resumed.next_batch()) for _ in range(batches - 5)] == expected[5:]
+
+
+def test_a_similarity_task_is_counted_and_streamed_as_pairs_with_scaled_scores(ray_local, raw, tmp_path):
+    pairs = {"path": str(write_pairs(tmp_path / "pairs.jsonl", 40)), "score_column": "score", "score_range": [0, 5]}
+    raw["tasks"].append({"name": "sts", "kind": "similarity", "train": pairs, "eval": pairs})
+    specs, plans = plan_training_data(validate_config(raw))
+    assert specs[2].labels == () and plans["sts"].rows == 40
+    batch = stream(plans, specs, raw, task=2, preserve=True).next_batch()
+    assert len(batch) == 16 and all(0 <= row["labels"] <= 1 for row in batch)
+    assert all(row["pair_input_ids"][0] == row["input_ids"][0] for row in batch)  # both start with [CLS]
+    assert not any(REFERENCE in row for row in batch)  # a similarity task trains the embedding itself
 
 
 def test_a_pass_reads_its_files_a_run_at_a_time_and_gives_the_batches_of_one_read(

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DEMO, s3_keys
-from train_configs import demo_config
+from train_configs import demo_config, write_pairs
 
 from mtl import storage
 from mtl.checkpoint import load_model_folder
-from mtl.config import validate_config
+from mtl.config import EMBEDDING_METRICS, validate_config
 from mtl.data.readers import read_rows
 from mtl.predict import Predictor
 from mtl.train.evaluate import evaluate
@@ -24,31 +24,46 @@ from mtl.train.trainer import fit
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def expected_steps(examples: int, workers: int, batch_size: int, epochs: int, accumulation: int = 1) -> int:
+def expected_steps(examples: int, workers: int, batch_size: int, epochs: int, accumulation: int = 1,
+                   tasks: int = 2) -> int:
     batches_per_task = math.ceil(examples // workers / batch_size)
-    return math.ceil(2 * batches_per_task / accumulation) * epochs
+    return math.ceil(tasks * batches_per_task / accumulation) * epochs
 
 
 def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, tiny_encoder_dir, tmp_path):
     raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), num_workers=2, mixing="round_robin",
-                      loss_weighting="uncertainty", gradual_unfreezing={"every": 2, "unit": "steps"})
+                      loss_weighting="uncertainty", gradual_unfreezing={"every": 2, "unit": "steps"},
+                      preserve_embedding={"weight": 1.0})
+    # a similarity task on scored pairs, measured (like the embedding itself) by Spearman
+    pairs = {"path": str(write_pairs(tmp_path / "pairs.jsonl", 64)), "score_column": "score", "score_range": [0, 5]}
+    raw["tasks"].append({"name": "paraphrase", "kind": "similarity", "train": pairs, "eval": pairs})
+    raw["embedding_eval"] = pairs
     summary = fit(validate_config(raw))
-    assert summary.steps == expected_steps(64, 2, 16, 2)
+    assert summary.steps == expected_steps(64, 2, 16, 2, tasks=3)
     assert [entry["epoch"] for entry in summary.history] == [1, 2]
     assert summary.best["combined"] == max(entry["combined"] for entry in summary.history)
     # the exported folder is the best model: evaluated again, it scores what training reported for it
     predictor = Predictor.from_folder(summary.best_model, device="cpu")
     config = validate_config(raw)
     eval_rows = {task.name: read_rows(task.eval, task.kind) for task in config.tasks}
-    assert evaluate(predictor, eval_rows)["combined"] == pytest.approx(summary.best["combined"], abs=1e-6)
+    again = evaluate(predictor, {**eval_rows, EMBEDDING_METRICS: eval_rows["paraphrase"]})
+    assert again["combined"] == pytest.approx(summary.best["combined"], abs=1e-6)
+    assert summary.best["tasks"]["paraphrase"]["pairs"] == 64  # both workers' halves, gathered
+    assert again["embedding"]["spearman"] == pytest.approx(summary.best["embedding"]["spearman"], abs=1e-6)
+    assert summary.best["embedding"]["spearman"] == summary.best["tasks"]["paraphrase"]["spearman"]
+    # preservation ran on the classification and tagging batches: its loss is logged beside theirs
+    assert all(entry["train_loss"][EMBEDDING_METRICS] > 0 for entry in summary.history)
+    assert [spec.kind for spec in load_model_folder(summary.best_model).specs] == [
+        "classification", "tagging", "similarity"]
     stored = json.loads(Path(summary.metrics_file).read_text())
     assert set(stored) >= {"best", "history", "steps", "resumes"}
     # two workers: part of each step had an all-reduce in flight, and memory was sampled
     assert 0 < summary.allreduce_seconds_per_step < summary.seconds_per_step
     # (the kernel's per-CPU memory counters lag by a few pages: a MiB of slack)
     assert 0 < stored["peak_worker_private_rss_bytes"] <= stored["peak_worker_rss_bytes"] + 2**20
-    assert {Path(path).name for path in summary.plots} == {"learning_curve_sentiment.png", "learning_curve_ner.png",
-                                                           "confusion_sentiment.png"}
+    assert {Path(path).name for path in summary.plots} == {
+        "learning_curve_sentiment.png", "learning_curve_ner.png", "learning_curve_paraphrase.png",
+        "learning_curve_embedding.png", "confusion_sentiment.png"}
     assert all(Path(path).read_bytes()[:4] == b"\x89PNG" for path in summary.plots)
     assert "combined" in summary.table()
 

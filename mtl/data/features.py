@@ -14,6 +14,8 @@ import torch
 from mtl.tasks import TaskSpec
 
 IGNORE_INDEX = -100
+# a similarity row's second and third sentences: their model inputs carry these prefixes
+PAIR_SIDES = ("pair", "negative")
 
 
 @dataclass
@@ -114,9 +116,28 @@ class Featurizer:
             })
         return features
 
+    def similarity_features(self, rows: list[dict], spec: TaskSpec, score_range: tuple[float, float] | None
+                            ) -> list[dict]:
+        """Rows ``{"text", "pair"[, "score" | "negative"]}`` -> the inputs of each sentence (the second's
+        and third's prefixed ``pair_`` and ``negative_``) and, for scored pairs, ``labels``: the score
+        scaled to [0, 1] by ``score_range``."""
+        sides = {"": self.tokenize(texts=[row["text"] for row in rows])}
+        for side in PAIR_SIDES:
+            if side in rows[0]:
+                sides[f"{side}_"] = self.tokenize(texts=[row[side] for row in rows])
+        features = []
+        for index, row in enumerate(rows):
+            feature = {prefix + name: batch[name][index]
+                       for prefix, batch in sides.items() for name in self.input_names}
+            if "score" in row:
+                low, high = score_range
+                feature["labels"] = (row["score"] - low) / (high - low)
+            features.append(feature)
+        return features
+
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        """Pad a list of feature rows to the longest one: ids with the pad token, masks with 0, labels ignored."""
-        longest = max(len(row["input_ids"]) for row in rows)
+        """Pad a list of feature rows, each column to its longest value: ids with the pad token, masks
+        with 0, labels ignored."""
         pad_values = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0,
                       "token_type_ids": 0, "labels": IGNORE_INDEX}
         batch = {}
@@ -125,10 +146,24 @@ class Featurizer:
             if isinstance(values[0], (int, float)) or getattr(values[0], "ndim", 1) == 0:
                 batch[name] = torch.tensor(values)
             else:
-                batch[name] = torch.tensor(
-                    [list(value) + [pad_values[name]] * (longest - len(value)) for value in values]
-                )
+                longest = max(map(len, values))
+                pad = pad_values.get(_unprefixed(name), 0)
+                batch[name] = torch.tensor([list(value) + [pad] * (longest - len(value)) for value in values])
         return batch
+
+
+def _unprefixed(name: str) -> str:
+    """``pair_input_ids`` -> ``input_ids``."""
+    side, _, rest = name.partition("_")
+    return rest if side in PAIR_SIDES else name
+
+
+def side_inputs(batch: dict[str, torch.Tensor], side: str) -> dict[str, torch.Tensor] | None:
+    """The model inputs of one sentence of a similarity batch (``""``, ``"pair"``, ``"negative"``), if it has it."""
+    prefix = f"{side}_" if side else ""
+    inputs = {name: batch[prefix + name] for name in ("input_ids", "attention_mask", "token_type_ids")
+              if prefix + name in batch}
+    return inputs or None
 
 
 def first_subword_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:

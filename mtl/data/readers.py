@@ -2,6 +2,8 @@
 
 - classification rows: ``{"text": str, "label": str, "origin": "file:line"}``
 - tagging rows: ``{"tokens": list[str], "tags": list[str] (IOB2), "origin": "file:line"}``
+- similarity rows: ``{"text": str, "pair": str, "origin": "file:line"}`` plus ``"score": float`` (as
+  the file has it) for scored pairs or ``"negative": str`` for triplets
 
 ``origin`` travels with each row so that a later problem (an unknown label in the eval set) can
 still name the file and line it came from. Labels are kept as strings, exactly as the file spells
@@ -51,7 +53,7 @@ def iter_rows(source: DataSource, kind: TaskKind, stream: BinaryIO, name: str | 
         return
     records = {"csv": _table_records, "tsv": _table_records, "jsonl": _jsonl_records,
                "parquet": _parquet_records}[fmt](stream, path, source)
-    to_row = _classification_row if kind == "classification" else _tagging_row
+    to_row = {"classification": _classification_row, "tagging": _tagging_row, "similarity": _similarity_row}[kind]
     for record, origin in records:
         yield to_row(record, origin, source)
 
@@ -156,11 +158,37 @@ def _column(record: dict, column: str | int, origin: str, role: str):
 
 
 def _classification_row(record: dict, origin: str, source: DataSource) -> dict:
-    text = _column(record, source.text_column, origin, "text_column")
-    if not isinstance(text, str):
-        raise DataError(f"{origin}: text_column {source.text_column!r} is {type(text).__name__}, not text")
+    text = _text_field(record, source.text_column, origin, "text_column")
     label = _column(record, source.label_column, origin, "label_column")
-    return {"text": text.strip(), "label": str(label).strip(), "origin": origin}
+    return {"text": text, "label": str(label).strip(), "origin": origin}
+
+
+def _similarity_row(record: dict, origin: str, source: DataSource) -> dict:
+    row = {"text": _text_field(record, source.text_column, origin, "text_column"),
+           "pair": _text_field(record, source.pair_column, origin, "pair_column")}
+    if source.score_column is not None:
+        row["score"] = _score(_column(record, source.score_column, origin, "score_column"), origin, source)
+    if source.negative_column is not None:
+        row["negative"] = _text_field(record, source.negative_column, origin, "negative_column")
+    return {**row, "origin": origin}
+
+
+def _text_field(record: dict, column: str | int, origin: str, role: str) -> str:
+    text = _column(record, column, origin, role)
+    if not isinstance(text, str):
+        raise DataError(f"{origin}: {role} {column!r} is {type(text).__name__}, not text")
+    return text.strip()
+
+
+def _score(value, origin: str, source: DataSource) -> float:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{origin}: score_column {source.score_column!r} is {value!r}, not a number") from None
+    low, high = source.score_range
+    if not low <= score <= high:
+        raise DataError(f"{origin}: score {score:g} is outside score_range [{low:g}, {high:g}]")
+    return score
 
 
 def _tagging_row(record: dict, origin: str, source: DataSource) -> dict:

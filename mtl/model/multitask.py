@@ -1,4 +1,8 @@
-"""One shared encoder, one head per task, every requested task from a single encoder pass."""
+"""One shared encoder, one head per task, every requested task from a single encoder pass.
+
+Similarity tasks have no head: they train the sentence embedding itself (``similarity_loss``), and
+the model answers them with its embedding.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mtl.data.features import side_inputs
 from mtl.model.encoder import SentenceEncoder
 from mtl.model.heads import Head, head_loss
+from mtl.model.similarity import cosent_loss, in_batch_negatives_loss
 from mtl.tasks import TaskSpec
 
 
@@ -29,15 +35,20 @@ class MultiTaskOutput:
 
 
 class MultiTaskModel(nn.Module):
-    """A SentenceEncoder and a ModuleDict of heads keyed by task name."""
+    """A SentenceEncoder and a ModuleDict of heads keyed by task name.
+
+    ``specs``: the tasks with a head, whose outputs ``forward`` gives; ``task_specs``: every task,
+    similarity tasks too (what the model folder records).
+    """
 
     def __init__(self, *, encoder: SentenceEncoder, specs: list[TaskSpec], dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
-        self.specs = {spec.name: spec for spec in specs}
+        self.task_specs = {spec.name: spec for spec in specs}
+        self.specs = {spec.name: spec for spec in specs if spec.has_head}
         self.heads = nn.ModuleDict({
-            spec.name: Head(hidden_size=encoder.hidden_size, num_labels=spec.num_labels, dropout=dropout)
-            for spec in specs
+            name: Head(hidden_size=encoder.hidden_size, num_labels=spec.num_labels, dropout=dropout)
+            for name, spec in self.specs.items()
         })
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -57,3 +68,13 @@ class MultiTaskModel(nn.Module):
         losses = {task: head_loss(logits[task], labels[task]) for task in tasks if task in labels}
         return MultiTaskOutput(embeddings=encoded.sentence_embedding, logits=logits, losses=losses,
                                token_embeddings=encoded.token_embeddings)
+
+    def similarity_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor | None = None) -> torch.Tensor:
+        """A similarity batch (``mtl.data.features``: each sentence's inputs) -> CoSENT on pairs with
+        ``scores``, in-batch negatives on unscored pairs and triplets."""
+        first, pair = (self.encoder(**side_inputs(batch, side)).sentence_embedding for side in ("", "pair"))
+        if scores is not None:
+            return cosent_loss(first, pair, scores)
+        negative = side_inputs(batch, "negative")
+        return in_batch_negatives_loss(first, pair, None if negative is None else
+                                       self.encoder(**negative).sentence_embedding)

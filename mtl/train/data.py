@@ -35,6 +35,7 @@ from mtl.data.features import Featurizer
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError, DataError
 from mtl.tasks import TaskSpec
+from mtl.train.preservation import ReferenceEmbedder
 from mtl.train.sources import LabeledRows, rank_share
 
 WINDOW_ROWS = 4096      # rows a worker shuffles at a time
@@ -83,6 +84,11 @@ def plan_training_data(config: Config) -> tuple[list[TaskSpec], dict[str, TaskDa
         if task.eval is not None:
             _check_eval_labels(task, spec, f"tasks.{index}.eval")
         specs.append(spec)
+    if config.embedding_eval is not None:
+        try:
+            read_rows(config.embedding_eval, "similarity")
+        except (DataError, ConfigError) as error:
+            raise DataError(f"config error: embedding_eval: {error}") from None
     return specs, plans
 
 
@@ -109,15 +115,17 @@ def _read(source: DataSource, kind: str, files: list[str], names: list[str],
 
 def _count(task: TaskConfig, files: list[str], names: list[str], where: str) -> tuple[list[int], set[str]]:
     """Rows per file and the labels (or tags) seen, streamed through the driver a column at a time."""
-    label_column = "label" if task.kind == "classification" else "tags"
+    label_column = {"classification": "label", "tagging": "tags"}.get(task.kind)  # similarity: none
     file_rows, seen = [0] * len(files), set()
     try:
-        batches = _read(task.train, task.kind, files, names).select_columns([ROW_ID, label_column]) \
+        batches = _read(task.train, task.kind, files, names).select_columns([ROW_ID] + ([label_column] if label_column else [])) \
             .iter_batches(batch_format="pyarrow", batch_size=None)
         for batch in batches:
             ids = batch[ROW_ID].to_numpy()
             for file_number, count in zip(*np.unique(ids >> ROW_BITS, return_counts=True)):
                 file_rows[int(file_number)] += int(count)
+            if label_column is None:
+                continue
             labels = batch[label_column]
             if task.kind == "tagging":
                 labels = pc.list_flatten(labels)
@@ -149,9 +157,10 @@ def _kept_positions(total: int, limit: int | None, seed: int) -> list[int] | Non
 
 
 def _check_eval_labels(task: TaskConfig, spec: TaskSpec, where: str) -> None:
+    """Every eval row readable, and every label one the training data has."""
     try:
         for row in read_rows(task.eval, task.kind):
-            for label in ([row["label"]] if spec.kind == "classification" else row["tags"]):
+            for label in {"classification": [row.get("label")], "tagging": row.get("tags")}.get(spec.kind, []):
                 spec.label_id(label, row["origin"])
     except (DataError, ConfigError) as error:
         raise DataError(f"config error: {where}: {error}") from None
@@ -170,8 +179,11 @@ class TaskStream:
     """
 
     def __init__(self, data: TaskData, spec: TaskSpec, *, featurizer: Featurizer, batch_size: int, seed: int,
-                 task_index: int, rank: int, world_size: int, draws: int = 0, keep_in_memory_rows: int = 0):
+                 task_index: int, rank: int, world_size: int, draws: int = 0, keep_in_memory_rows: int = 0,
+                 reference: ReferenceEmbedder | None = None):
         self.data, self.spec, self.featurizer, self.batch_size = data, spec, featurizer, batch_size
+        # embedding preservation: each row's embedding by the pretrained encoder, made as it is tokenized
+        self.reference = reference if spec.kind != "similarity" else None
         self.seed, self.task_index, self.rank, self.world_size = seed, task_index, rank, world_size
         self.rows_per_rank = data.rows_per_rank(world_size)
         if self.rows_per_rank < 1:
@@ -216,15 +228,24 @@ class TaskStream:
 
     def _read_windows(self, data_pass: int) -> Iterator[tuple[np.ndarray, list[dict]]]:
         """The pass's rows for this rank in reading order, tokenized, with the file number of each."""
-        make = (self.featurizer.classification_features if self.spec.kind == "classification"
-                else self.featurizer.tagging_features)
         taken = 0
         for window in _rebatched(self._read_runs(data_pass), self.window_rows):
             window = window.slice(0, self.rows_per_rank - taken)
             taken += window.num_rows
-            yield window[ROW_ID].to_numpy() >> ROW_BITS, make(window.to_pylist(), self.spec)
+            features = self._features(window.to_pylist())
+            if self.reference is not None:
+                self.reference.add_embeddings(features)
+            yield window[ROW_ID].to_numpy() >> ROW_BITS, features
             if taken >= self.rows_per_rank:
                 return
+
+    def _features(self, rows: list[dict]) -> list[dict]:
+        if self.spec.kind == "similarity":
+            score_range = DataSource.model_validate(self.data.source).score_range
+            return self.featurizer.similarity_features(rows, self.spec, score_range)
+        make = (self.featurizer.classification_features if self.spec.kind == "classification"
+                else self.featurizer.tagging_features)
+        return make(rows, self.spec)
 
     def _file_order(self, data_pass: int) -> np.ndarray:
         return np.random.default_rng([self.seed, self.task_index, data_pass]).permutation(len(self.data.files))
@@ -325,7 +346,8 @@ class KeptRows:
 
 
 class PackedRows:
-    """Feature rows (ints, or lists of ints) as one flat array per feature, with row offsets."""
+    """Feature rows (numbers, or lists of them) as one flat array per feature, with row offsets.
+    Lists of floats (reference embeddings) are kept in float16: a target to come near needs no more."""
 
     def __init__(self, rows: list[dict]):
         self.columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -333,8 +355,10 @@ class PackedRows:
             values = [row[name] for row in rows]
             if isinstance(values[0], list):
                 offsets = np.cumsum([0, *map(len, values)])
-                self.columns[name] = (_compact(np.fromiter(itertools.chain.from_iterable(values), np.int64,
-                                                           count=offsets[-1])), offsets)
+                floats = bool(values[0]) and isinstance(values[0][0], float)
+                flat = np.fromiter(itertools.chain.from_iterable(values), np.float16 if floats else np.int64,
+                                   count=offsets[-1])
+                self.columns[name] = (flat if floats else _compact(flat), offsets)
             else:
                 self.columns[name] = (np.asarray(values), None)
 

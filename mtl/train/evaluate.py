@@ -1,9 +1,13 @@
 """Evaluation on held-out data through the Predictor, the same path that labeling and serving use.
 
 Scoring goes through counts (a confusion matrix per classification task, true positives, predicted
-and gold spans per entity type per tagging task), because counts of disjoint shares of the data add
-up to the counts of the whole: each training worker scores its share, the counts are summed, and
-the metrics come out exactly as if one worker had scored everything.
+and gold spans per entity type per tagging task, the cosine and gold score of every pair of a
+similarity task), because counts of disjoint shares of the data add up to the counts of the whole:
+each training worker scores its share, the counts are summed, and the metrics come out exactly as
+if one worker had scored everything.
+
+The rows under ``EMBEDDING_METRICS`` (the config's ``embedding_eval``) are scored pairs that measure
+the sentence embedding; their report is ``embedding``, apart from the tasks and from ``combined``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from statistics import mean
 
 import numpy as np
 
+from mtl.config import EMBEDDING_METRICS
 from mtl.errors import DataError
 from mtl.metrics import (
     PRIMARY_METRIC,
     confusion_matrix,
     report_from_confusion,
     report_from_span_counts,
+    similarity_report,
     span_counts,
 )
 from mtl.predict import Predictor
@@ -25,15 +31,19 @@ from mtl.tasks import TaskSpec, bio_spans
 
 
 def evaluate(predictor: Predictor, eval_rows: dict[str, list[dict]]) -> dict:
-    """Per-task reports and ``combined``: the mean of each task's primary metric
-    (accuracy for classification, entity span F1 for tagging)."""
-    return reports_from_counts(evaluation_counts(predictor, eval_rows), predictor.specs)
+    """Per-task reports and ``combined``: the mean of each task's primary metric (accuracy for
+    classification, entity span F1 for tagging, Spearman for similarity); ``embedding`` too when
+    ``eval_rows`` has ``EMBEDDING_METRICS`` rows."""
+    return reports_from_counts(evaluation_counts(predictor, eval_rows), predictor.task_specs)
 
 
 def evaluation_counts(predictor: Predictor, eval_rows: dict[str, list[dict]]) -> dict[str, dict]:
     """Per task, the counts its metrics are made of, over ``eval_rows``."""
     counts = {}
     for task, rows in eval_rows.items():
+        if task == EMBEDDING_METRICS or predictor.task_specs[task].kind == "similarity":
+            counts[task] = {"pairs": _pair_cosines(predictor, rows)}
+            continue
         spec = predictor.specs[task]
         if spec.kind == "classification":
             predictions = predictor.predict([row["text"] for row in rows], tasks=[task], embeddings=False)
@@ -53,12 +63,27 @@ def evaluation_counts(predictor: Predictor, eval_rows: dict[str, list[dict]]) ->
     return counts
 
 
+def _pair_cosines(predictor: Predictor, rows: list[dict]) -> list[list[float]]:
+    """``[cosine, gold score]`` of every scored pair. Cosines are rounded to 6 places, about float32's
+    precision, so that pairs of equal cosine tie in the ranking whatever order the sums ran in."""
+    sentences = list(dict.fromkeys(text for row in rows for text in (row["text"], row["pair"])))
+    vectors = {}
+    for text, prediction in zip(sentences, predictor.embed(sentences)):
+        if prediction.error:
+            raise DataError(f"cannot embed {text[:40]!r}: {prediction.error}")
+        vector = prediction.embedding.astype(np.float64)
+        vectors[text] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return [[round(float(vectors[row["text"]] @ vectors[row["pair"]]), 6), row["score"]] for row in rows]
+
+
 def add_counts(parts: list[dict[str, dict]]) -> dict[str, dict]:
     """The counts of the union of disjoint shares of the eval data."""
     total: dict[str, dict] = {}
     for part in parts:
         for task, counts in part.items():
-            if "confusion" in counts:
+            if "pairs" in counts:
+                total.setdefault(task, {"pairs": []})["pairs"].extend(counts["pairs"])
+            elif "confusion" in counts:
                 previous = total.get(task, {"confusion": np.zeros_like(counts["confusion"]).tolist()})["confusion"]
                 total[task] = {"confusion": (np.asarray(previous) + np.asarray(counts["confusion"])).tolist()}
             else:
@@ -71,10 +96,17 @@ def add_counts(parts: list[dict[str, dict]]) -> dict[str, dict]:
 def reports_from_counts(counts: dict[str, dict], specs: dict[str, TaskSpec]) -> dict:
     reports = {}
     for task, task_counts in counts.items():
-        spec = specs[task]
-        if "confusion" in task_counts:
-            reports[task] = report_from_confusion(np.asarray(task_counts["confusion"]), list(spec.labels))
+        if "pairs" in task_counts:
+            pairs = np.asarray(task_counts["pairs"], dtype=float).reshape(-1, 2)
+            reports[task] = similarity_report(pairs[:, 0].tolist(), pairs[:, 1].tolist())
+            kind = "similarity"
+        elif "confusion" in task_counts:
+            reports[task] = report_from_confusion(np.asarray(task_counts["confusion"]), list(specs[task].labels))
+            kind = "classification"
         else:
             reports[task] = report_from_span_counts(task_counts["spans"])
-        reports[task]["primary"] = reports[task][PRIMARY_METRIC[spec.kind]]
-    return {"tasks": reports, "combined": mean(report["primary"] for report in reports.values()) if reports else 0.0}
+            kind = "tagging"
+        reports[task]["primary"] = reports[task][PRIMARY_METRIC[kind]]
+    embedding = reports.pop(EMBEDDING_METRICS, None)
+    results = {"tasks": reports, "combined": mean(report["primary"] for report in reports.values()) if reports else 0.0}
+    return results if embedding is None else {**results, "embedding": embedding}

@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from mtl.checkpoint import ModelBundle, build_featurizer, build_model
-from mtl.config import Config
+from mtl.config import EMBEDDING_METRICS, Config
 from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
+from mtl.model.similarity import preservation_loss
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
 from mtl.train.data import TaskData, TaskStream
@@ -40,6 +41,7 @@ from mtl.train.optim import (
     build_scheduler,
     parameter_groups,
 )
+from mtl.train.preservation import REFERENCE, ReferenceEmbedder
 from mtl.train.state import RunState, TrainState, random_state, read_progress, set_random_state
 from mtl.train.timing import AllReduceClock
 from mtl.train.weighting import LossWeighting
@@ -51,18 +53,30 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingModule(nn.Module):
-    """The model and the loss weighting in one module, so that DDP keeps both in sync."""
+    """The model and the loss weighting in one module, so that DDP keeps both in sync;
+    ``preservation_weight`` scales the embedding preservation loss of batches that carry a reference."""
 
-    def __init__(self, model: nn.Module, weighting: LossWeighting):
+    def __init__(self, model: nn.Module, weighting: LossWeighting, preservation_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.weighting = weighting
+        self.preservation_weight = preservation_weight
 
-    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (the task's loss, the weighted loss to back-propagate)."""
-        labels = batch.pop("labels")
-        loss = self.model(**batch, tasks=[task], labels={task: labels}).losses[task]
-        return loss, self.weighting(task, loss)
+    def forward(self, task: str, batch: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> (the task's loss, the loss to back-propagate, the preservation loss when the batch has
+        reference embeddings)."""
+        labels = batch.pop("labels", None)
+        reference = batch.pop(REFERENCE, None)
+        if self.model.task_specs[task].kind == "similarity":
+            loss = self.model.similarity_loss(batch, scores=labels)
+            return loss, self.weighting(task, loss), None
+        output = self.model(**batch, tasks=[task], labels={task: labels})
+        loss = output.losses[task]
+        if reference is None:
+            return loss, self.weighting(task, loss), None
+        preservation = preservation_loss(output.embeddings, reference)
+        return loss, self.weighting(task, loss) + self.preservation_weight * preservation, preservation
 
 
 @dataclass
@@ -121,13 +135,16 @@ def _set_up(loop_config: dict) -> Worker:
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as folder:
         folder = Path(folder) if folder else None
         featurizer = build_featurizer(config.model)
+        reference = (ReferenceEmbedder.pretrained(config.model, featurizer, ray.train.torch.get_device())
+                     if config.train.preserve_embedding else None)
         # each task's stream starts where the run stands in it: the batches already drawn are skipped
         draws = read_progress(folder).draws if folder else {}
         streams = {spec.name: TaskStream(plans[spec.name], spec, featurizer=featurizer,
                                          batch_size=config.train.batch_size, seed=config.train.seed,
                                          task_index=index, rank=rank, world_size=world_size,
                                          draws=draws.get(spec.name, 0),
-                                         keep_in_memory_rows=config.train.keep_in_memory_rows)
+                                         keep_in_memory_rows=config.train.keep_in_memory_rows,
+                                         reference=reference)
                    for index, spec in enumerate(specs)}
         worker = _worker(config, specs, featurizer, streams, rank, world_size)
         if folder:
@@ -152,8 +169,9 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
     freezing.apply_static(bundle.model)
     mixer = TaskMixer(batch_counts={name: stream.batches_per_pass for name, stream in streams.items()},
                       strategy=settings.mixing, temperature=settings.temperature, seed=settings.seed)
+    preservation = settings.preserve_embedding
     module = ray.train.torch.prepare_model(
-        TrainingModule(bundle.model, weighting),
+        TrainingModule(bundle.model, weighting, preservation.weight if preservation else 0.0),
         # note: each step runs one task's head, so the other heads get no gradient that step
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
@@ -193,11 +211,14 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
     sync = contextlib.nullcontext() if stepping or worker.world_size == 1 else worker.module.no_sync()
     with sync:  # one block: DDP's no_sync() can be entered only once
         with _autocast(settings.mixed_precision, worker.device):
-            loss, weighted = worker.module(task, batch)
+            loss, weighted, preservation = worker.module(task, batch)
         (weighted / settings.grad_accumulation).backward()
     for sums, counts in ((state.loss_sums, state.loss_counts), (state.epoch_loss_sums, state.epoch_loss_counts)):
         sums[task] = sums.get(task, 0.0) + loss.item()
         counts[task] = counts.get(task, 0) + 1
+    if preservation is not None:  # logged beside the tasks' losses; loss weighting never sees it
+        state.loss_sums[EMBEDDING_METRICS] = state.loss_sums.get(EMBEDDING_METRICS, 0.0) + preservation.item()
+        state.loss_counts[EMBEDDING_METRICS] = state.loss_counts.get(EMBEDDING_METRICS, 0) + 1
     state.train_sentences += len(batch["input_ids"])
     if stepping:
         _optimizer_step(worker)
@@ -300,8 +321,12 @@ def _hand_epoch_losses_to_rank_0(state: TrainState, rank: int) -> None:
 
 
 def _eval_share(config: Config, rank: int, world_size: int) -> dict[str, list[dict]]:
-    """This rank's share of each task's eval data, read from its files: every ``world_size``-th row."""
-    return {task.name: read_rows(task.eval, task.kind)[rank::world_size] for task in config.tasks if task.eval}
+    """This rank's share of each task's eval data (and of ``embedding_eval``), read from its files:
+    every ``world_size``-th row."""
+    sources = {task.name: (task.eval, task.kind) for task in config.tasks if task.eval}
+    if config.embedding_eval:
+        sources[EMBEDDING_METRICS] = (config.embedding_eval, "similarity")
+    return {name: read_rows(source, kind)[rank::world_size] for name, (source, kind) in sources.items()}
 
 
 def _evaluate_and_checkpoint(worker: Worker) -> None:
@@ -314,15 +339,16 @@ def _evaluate_and_checkpoint(worker: Worker) -> None:
         # each rank scores its share; the summed counts give every rank the same, exact metrics
         predictor = Predictor(worker.bundle, device=worker.device, batch_size=config.train.eval_batch_size)
         counts = add_counts(_gather(evaluation_counts(predictor, worker.eval_rows)))
-        results = reports_from_counts(counts, predictor.specs)
+        results = reports_from_counts(counts, predictor.task_specs)
     else:  # no eval data: lower training loss (of all ranks, so that all decide alike) is better
         results = {"tasks": {}, "combined": -sum(train_losses.values())}
     _record_evaluation(worker, results, train_losses)
     _hand_epoch_losses_to_rank_0(state, worker.rank)
     state.peak_worker_rss = max(state.peak_worker_rss, *_gather(_peak_rss()))
     state.peak_worker_private_rss = max(_gather(state.peak_worker_private_rss))
+    reports = {**results["tasks"], **({EMBEDDING_METRICS: results["embedding"]} if "embedding" in results else {})}
     metrics = {"epoch": state.epoch, "step": state.step, "combined": results["combined"],
-               **{f"{task}/{name}": value for task, report in results["tasks"].items()
+               **{f"{task}/{name}": value for task, report in reports.items()
                   for name, value in report.items() if isinstance(value, (int, float))},
                **{f"{task}/train_loss": value for task, value in train_losses.items()}}
     random_states = _gather(random_state())  # every rank's, written by rank 0
@@ -350,7 +376,8 @@ def _record_evaluation(worker: Worker, results: dict, train_losses: dict[str, fl
     state.history.append({"epoch": state.epoch, "step": state.step, "combined": combined,
                           "train_loss": train_losses, "weights": worker.checkpointed.weighting.weights(),
                           "weights_by_rank": _gather(worker.checkpointed.weighting.weights()),
-                          "tasks": results["tasks"]})
+                          "tasks": results["tasks"], **({"embedding": results["embedding"]}
+                                                         if "embedding" in results else {})})
 
 
 class _Progress:

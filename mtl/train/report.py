@@ -29,15 +29,21 @@ def plot_learning_curves(output: Path, history: list[dict]) -> list[Path]:
                        marker="o", color="tab:blue", label="train loss")
         loss_axis.set_xlabel("optimizer step")
         loss_axis.set_ylabel("train loss", color="tab:blue")
-        scored = [(entry["step"], entry["tasks"][task]["primary"]) for entry in history if task in entry["tasks"]]
+        scored = [(entry["step"], _reports(entry)[task]["primary"]) for entry in history if task in _reports(entry)]
         if scored:
             metric_axis = loss_axis.twinx()
             metric_axis.plot(*zip(*scored), marker="s", color="tab:orange")
-            metric_axis.set_ylabel("eval score (accuracy or entity F1)", color="tab:orange")
+            metric_axis.set_ylabel("eval score (accuracy, entity F1 or Spearman)", color="tab:orange")
         loss_axis.set_title(f"{task}: learning curve")
         figure.tight_layout()
         paths.append(_save(figure, output / f"learning_curve_{task}.png"))
     return paths
+
+
+def _reports(evaluation: dict) -> dict[str, dict]:
+    """The tasks' reports of one evaluation, and the embedding's (embedding_eval) under ``embedding``."""
+    embedding = {"embedding": evaluation["embedding"]} if "embedding" in evaluation else {}
+    return {**evaluation.get("tasks", {}), **embedding}
 
 
 def plot_confusion_matrices(output: Path, best: dict) -> list[Path]:
@@ -74,9 +80,12 @@ def _save(figure, path: Path) -> Path:
 def metrics_table(best: dict) -> str:
     """A plain-text table of the best evaluation's per-task metrics."""
     lines = [f"{'task':<16} {'metric':<10} {'score':>8}  {'macro-F1 / P / R':>20}"]
-    for task, report in best.get("tasks", {}).items():
+    for task, report in _reports(best).items():
         if "accuracy" in report:
             lines.append(f"{task:<16} {'accuracy':<10} {report['accuracy']:>8.4f}  {report['macro_f1']:>20.4f}")
+        elif "spearman" in report:
+            pearson = f"Pearson {report['pearson']:.4f}"
+            lines.append(f"{task:<16} {'Spearman':<10} {report['spearman']:>8.4f}  {pearson:>20}")
         else:
             detail = f"{report['precision']:.4f} / {report['recall']:.4f}"
             lines.append(f"{task:<16} {'entity F1':<10} {report['f1']:>8.4f}  {detail:>20}")

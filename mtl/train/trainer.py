@@ -109,7 +109,7 @@ def _paths_for_workers(config: Config) -> Config:
 
     tasks = [task.model_copy(update={"train": absolute(task.train), "eval": absolute(task.eval)})
              for task in config.tasks]
-    return config.model_copy(update={"tasks": tasks})
+    return config.model_copy(update={"tasks": tasks, "embedding_eval": absolute(config.embedding_eval)})
 
 
 def checkpoint_storage(config: Config, *, nodes: int) -> str:
