@@ -9,7 +9,8 @@ the original encoder and each variant, STS-B dev Spearman (and Pearson) of cosin
 validation entity F1 and SST-2 dev accuracy. Targets: ``preserve`` at least the original's
 Spearman with F1 and accuracy within 0.5 points of ``without``; ``sts`` 2 points above the
 original, the other tasks within 0.5 points. ``--reuse`` reads a variant's finished run from its
-output folder instead of training it again (variants can be trained one command at a time).
+output folder instead of training it again (variants can be trained one command at a time);
+``--set key=value`` changes the config of every variant (another preservation weight, say).
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--output", default="runs/benchmark_embedding")
     parser.add_argument("--reuse", action="store_true", help="read finished runs instead of training them")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every variant (a tuned row: give it its own --output)")
     args = parser.parse_args()
     base = load_config(args.config, [f"train.max_examples_per_task={args.examples}", f"train.epochs={args.epochs}",
-                                     "train.patience=null"])
+                                     "train.patience=null", *args.set])
     sts_rows = read_rows(base.embedding_eval, "similarity")
     original = Predictor(build_model(base.model, []))
     rows = {"original encoder": {**sts_scores(original, sts_rows), "tasks": {}}}
