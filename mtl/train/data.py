@@ -118,7 +118,8 @@ def _count(task: TaskConfig, files: list[str], names: list[str], where: str) -> 
     label_column = {"classification": "label", "tagging": "tags"}.get(task.kind)  # similarity: none
     file_rows, seen = [0] * len(files), set()
     try:
-        batches = _read(task.train, task.kind, files, names).select_columns([ROW_ID] + ([label_column] if label_column else [])) \
+        columns = [ROW_ID, label_column] if label_column else [ROW_ID]
+        batches = _read(task.train, task.kind, files, names).select_columns(columns) \
             .iter_batches(batch_format="pyarrow", batch_size=None)
         for batch in batches:
             ids = batch[ROW_ID].to_numpy()
