@@ -185,6 +185,7 @@ class TaskStream:
         self.data, self.spec, self.featurizer, self.batch_size = data, spec, featurizer, batch_size
         # embedding preservation: each row's embedding by the pretrained encoder, made as it is tokenized
         self.reference = reference if spec.kind != "similarity" else None
+        self._score_range = DataSource.model_validate(data.source).score_range  # read once, not per window
         self.seed, self.task_index, self.rank, self.world_size = seed, task_index, rank, world_size
         self.rows_per_rank = data.rows_per_rank(world_size)
         if self.rows_per_rank < 1:
@@ -242,8 +243,7 @@ class TaskStream:
 
     def _features(self, rows: list[dict]) -> list[dict]:
         if self.spec.kind == "similarity":
-            score_range = DataSource.model_validate(self.data.source).score_range
-            return self.featurizer.similarity_features(rows, self.spec, score_range)
+            return self.featurizer.similarity_features(rows, self.spec, self._score_range)
         make = (self.featurizer.classification_features if self.spec.kind == "classification"
                 else self.featurizer.tagging_features)
         return make(rows, self.spec)
