@@ -9,6 +9,8 @@ Layout::
     heads.safetensors                                   every head's weights
     mtl.json                                            tasks and label maps, pooling, max length,
                                                         encoder name, training metadata
+    README.md                                           the model card (``mtl.model_card``)
+    evaluation.json                                     optional: the last ``jobs.evaluate --update-card``
     onnx/                                               optional: the ONNX export (``mtl.export``)
 
 Also here: building a fresh model from a pretrained encoder by name or path. The default encoder
@@ -33,6 +35,7 @@ from mtl.data.features import Featurizer
 from mtl.errors import ModelFolderError
 from mtl.model.encoder import SentenceEncoder
 from mtl.model.multitask import MultiTaskModel
+from mtl.model_card import write_model_card
 from mtl.onnx_backend import EXPORT_FILE
 from mtl.tasks import TaskSpec
 
@@ -108,6 +111,7 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
         "metadata": {**bundle.metadata, **(metadata or {})},
     }
     (folder / SPEC_FILE).write_text(json.dumps(description, indent=2, default=str))
+    write_model_card(str(folder), model_version(folder))
     return folder
 
 

@@ -109,3 +109,6 @@ def similarity_report(cosines: list[float], gold: list[float]) -> dict:
 
 
 PRIMARY_METRIC = {"classification": "accuracy", "tagging": "f1", "similarity": "spearman"}
+# what a report or model card shows of each kind's metrics, the primary one first
+HEADLINE_METRICS = {"classification": ("accuracy", "macro_f1"), "tagging": ("f1", "precision", "recall"),
+                    "similarity": ("spearman", "pearson")}

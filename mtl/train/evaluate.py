@@ -17,7 +17,7 @@ from statistics import mean
 import numpy as np
 
 from mtl.config import EMBEDDING_METRICS
-from mtl.errors import DataError
+from mtl.evaluation.outcomes import predict_outcomes, predicted_spans
 from mtl.metrics import (
     PRIMARY_METRIC,
     confusion_matrix,
@@ -41,39 +41,18 @@ def evaluation_counts(predictor: Predictor, eval_rows: dict[str, list[dict]]) ->
     """Per task, the counts its metrics are made of, over ``eval_rows``."""
     counts = {}
     for task, rows in eval_rows.items():
-        if task == EMBEDDING_METRICS or predictor.task_specs[task].kind == "similarity":
-            counts[task] = {"pairs": _pair_cosines(predictor, rows)}
-            continue
-        spec = predictor.specs[task]
-        if spec.kind == "classification":
-            predictions = predictor.predict([row["text"] for row in rows], tasks=[task], embeddings=False)
-        else:
-            predictions = predictor.predict(words=[row["tokens"] for row in rows], tasks=[task], embeddings=False)
-        for row, prediction in zip(rows, predictions):
-            if prediction.error:
-                raise DataError(f"{row.get('origin', '?')}: task '{task}': cannot evaluate: {prediction.error}")
-        if spec.kind == "classification":
-            matrix = confusion_matrix([row["label"] for row in rows], [p.labels[task].label for p in predictions],
-                                      list(spec.labels))
+        kind = "similarity" if task == EMBEDDING_METRICS else predictor.task_specs[task].kind
+        outcomes = predict_outcomes(predictor, task, kind, rows)
+        if kind == "similarity":
+            counts[task] = {"pairs": [[outcome["cosine"], row["score"]] for row, outcome in zip(rows, outcomes)]}
+        elif kind == "classification":
+            matrix = confusion_matrix([row["label"] for row in rows], [outcome["predicted"] for outcome in outcomes],
+                                      list(predictor.specs[task].labels))
             counts[task] = {"confusion": matrix.tolist()}
         else:
             counts[task] = {"spans": span_counts([bio_spans(row["tags"]) for row in rows],
-                                                 [[(e.start, e.end, e.label) for e in p.entities[task]]
-                                                  for p in predictions])}
+                                                 [predicted_spans(outcome) for outcome in outcomes])}
     return counts
-
-
-def _pair_cosines(predictor: Predictor, rows: list[dict]) -> list[list[float]]:
-    """``[cosine, gold score]`` of every scored pair. Cosines are rounded to 6 places, about float32's
-    precision, so that pairs of equal cosine tie in the ranking whatever order the sums ran in."""
-    sentences = list(dict.fromkeys(text for row in rows for text in (row["text"], row["pair"])))
-    vectors = {}
-    for text, prediction in zip(sentences, predictor.embed(sentences)):
-        if prediction.error:
-            raise DataError(f"cannot embed {text[:40]!r}: {prediction.error}")
-        vector = prediction.embedding.astype(np.float64)
-        vectors[text] = vector / max(float(np.linalg.norm(vector)), 1e-12)
-    return [[round(float(vectors[row["text"]] @ vectors[row["pair"]]), 6), row["score"]] for row in rows]
 
 
 def add_counts(parts: list[dict[str, dict]]) -> dict[str, dict]:

@@ -36,7 +36,7 @@ def plot_learning_curves(output: Path, history: list[dict]) -> list[Path]:
             metric_axis.set_ylabel("eval score (accuracy, entity F1 or Spearman)", color="tab:orange")
         loss_axis.set_title(f"{task}: learning curve")
         figure.tight_layout()
-        paths.append(_save(figure, output / f"learning_curve_{task}.png"))
+        paths.append(save_figure(figure, output / f"learning_curve_{task}.png"))
     return paths
 
 
@@ -67,11 +67,12 @@ def plot_confusion_matrices(output: Path, best: dict) -> list[Path]:
         figure.colorbar(image, ax=axis)
         axis.set_title(f"{task}: confusion matrix")
         figure.tight_layout()
-        paths.append(_save(figure, output / f"confusion_{task}.png"))
+        paths.append(save_figure(figure, output / f"confusion_{task}.png"))
     return paths
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
+    """Write ``figure`` as a PNG and free it."""
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
