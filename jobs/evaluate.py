@@ -19,7 +19,7 @@ from mtl.errors import ConfigError, DataError, ModelFolderError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model folder (local path or URI); not with --cv")
+    parser.add_argument("--model", help="model folder (local path or URI) or models:/NAME@ALIAS; not with --cv")
     parser.add_argument("--config", help="score on the eval data of this config's tasks and its embedding_eval")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable)")
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides) if args.config else None
         if args.cv:
             return _cross_validate(config, args)
+        from mtl.registry import resolve_model
+
+        args.model = resolve_model(args.model)
         specs = run.model_task_specs(args.model)
         sets = run.eval_sets_from_config(config, specs) if config else \
             {args.task: run.read_eval_set(args.task, run.source_from_fields(args.data, args.column), specs)}

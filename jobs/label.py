@@ -28,7 +28,8 @@ def actor_range(value: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder written by jobs.train; local path or URI")
+    parser.add_argument("--model", required=True,
+                        help="model folder written by jobs.train (local path or URI), or models:/NAME@ALIAS")
     parser.add_argument("--input", required=True, help="file, folder or glob; local path or URI (s3://, gs://, ...)")
     parser.add_argument("--output", required=True,
                         help="output folder of Parquet files; local path or URI. It must be empty or hold an "
@@ -71,9 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from mtl.label_pipeline import LabelOptions, run_labeling
+    from mtl.registry import resolve_model
 
+    try:
+        model = resolve_model(args.model)
+    except ModelFolderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     options = LabelOptions(
-        model=args.model, input=args.input, output=args.output, text_column=args.text_column,
+        model=model, input=args.input, output=args.output, text_column=args.text_column,
         tokens_column=args.tokens_column, input_format=args.input_format,
         tasks=tuple(args.tasks.split(",")) if args.tasks else None, embedding=args.embedding,
         embedding_dtype=args.embedding_dtype, backend=args.backend, precision=args.precision,

@@ -1,6 +1,7 @@
 """Train the multi-task model with Ray Train.
 
     python -m jobs.train --config jobs/configs/demo.yaml [--set train.epochs=1 ...]
+    python -m jobs.train --config jobs/configs/demo.yaml --init-from models:/demo@production
     ray job submit --working-dir . -- python -m jobs.train --config jobs/configs/demo.yaml
 
 Without a cluster Ray starts in this process; under ``ray job submit`` it joins the cluster.
@@ -12,7 +13,7 @@ import argparse
 import sys
 
 from mtl.config import load_config
-from mtl.errors import ConfigError, DataError
+from mtl.errors import ConfigError, DataError, ModelFolderError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,20 +21,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML config (see jobs/configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.epochs=1 (repeatable)")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="continue from a trained model: a model folder or models:/NAME@ALIAS "
+                             "(sets model.init_from)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        overrides = [*args.overrides, *([f"model.init_from={args.init_from}"] if args.init_from else [])]
+        config = load_config(args.config, overrides)
         import ray
 
         from mtl.train.trainer import fit
 
         ray.init(ignore_reinit_error=True, log_to_driver=True)
         summary = fit(config)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, ModelFolderError) as error:
         print(error, file=sys.stderr)
         return 2
     print(summary.table())
@@ -43,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workers ({'start' if start == 0 else f'restart {start}'}): "
               + ", ".join(f"rank {rank} on node {node}" for rank, node in enumerate(nodes)))
     print(f"best model: {summary.best_model}")
+    if summary.tracked:
+        registered = (f"; registered as {config.mlflow.register_as} version {summary.tracked.registered_version}"
+                      if summary.tracked.registered_version else "")
+        print(f"mlflow: run {summary.tracked.run_id} in {summary.tracked.tracking_uri}{registered}")
     return 0
 
 

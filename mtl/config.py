@@ -102,6 +102,9 @@ class ModelConfig(_Frozen):
     normalize: bool = True
     max_length: int = Field(default=128, ge=8, le=8192)
     dropout: float = Field(default=0.1, ge=0, lt=1)
+    # continue from a trained model: a model folder (local or a URI) or a registered version
+    # (models:/NAME@production); its encoder, and the heads of tasks with the same name and labels
+    init_from: str | None = None
 
 
 class GradualUnfreezing(_Frozen):
@@ -169,6 +172,17 @@ class TrainConfig(_Frozen):
     storage_shared: bool = False
 
 
+class MlflowConfig(_Frozen):
+    """Log the run to MLflow: params, every evaluation's metrics, plots and the model folder; with
+    ``register_as``, register the best model as a new version of that registered model.
+    ``tracking_uri`` defaults to ``$MLFLOW_TRACKING_URI``, else an embedded SQLite store
+    (``runs/mlflow.db``), which needs no server."""
+
+    tracking_uri: str | None = None
+    experiment: str = "mtl"
+    register_as: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
 class Config(_Frozen):
     """A whole run: where it writes, the model, the tasks and how to train; ``embedding_eval``
     (scored sentence pairs, STS-B style) measures the sentence embedding at every evaluation."""
@@ -178,6 +192,7 @@ class Config(_Frozen):
     tasks: list[TaskConfig] = Field(min_length=1)
     train: TrainConfig = TrainConfig()
     embedding_eval: DataSource | None = None
+    mlflow: MlflowConfig | None = None
 
     @model_validator(mode="after")
     def _task_names_unique(self) -> Config:

@@ -102,6 +102,14 @@ def home_is_left_alone():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory) -> str:
+    """MLflow's tracking and registry store for the session, never the repository's runs/mlflow.db."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
     """Remote model folders are cached in the session's temp folder, not in the user's home."""
     folder = tmp_path_factory.mktemp("mtl-cache")

@@ -55,13 +55,14 @@ def bootstrap_cells(cells: np.ndarray, cell_count: int, metrics: Callable[[np.nd
     return _percentiles([metrics(counts) for counts in draws])
 
 
-def bootstrap_pairs(first: np.ndarray, second: np.ndarray, metrics: Callable[[np.ndarray, np.ndarray], dict], *,
-                    resamples: int, seed: int) -> dict:
-    """Intervals of ``metrics(first[sample], second[sample])`` over resampled positions."""
+def bootstrap_rows(columns: tuple[np.ndarray, ...], metrics: Callable[..., dict], *,
+                   resamples: int, seed: int) -> dict:
+    """Intervals of ``metrics(*(column[sample] for column in columns))`` over resampled positions
+    (for metrics that are no sum, such as a rank correlation)."""
     rng = np.random.default_rng(seed)
-    first, second = np.asarray(first), np.asarray(second)
+    columns = tuple(np.asarray(column) for column in columns)
     values = []
     for _ in range(resamples):
-        sample = rng.integers(0, len(first), len(first))
-        values.append(metrics(first[sample], second[sample]))
+        sample = rng.integers(0, len(columns[0]), len(columns[0]))
+        values.append(metrics(*(column[sample] for column in columns)))
     return _percentiles(values)

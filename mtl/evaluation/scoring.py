@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from mtl.errors import DataError
-from mtl.evaluation.intervals import bootstrap_cells, bootstrap_counts, bootstrap_pairs
+from mtl.evaluation.intervals import bootstrap_cells, bootstrap_counts, bootstrap_rows
 from mtl.evaluation.outcomes import predicted_spans
 from mtl.metrics import PRIMARY_METRIC, report_from_confusion, report_from_span_counts, similarity_report, span_counts
 from mtl.tasks import TaskSpec, bio_spans
@@ -86,5 +86,5 @@ def _similarity(spec: TaskSpec, rows: list[dict], outcomes: list[dict], resample
         scored = similarity_report(first.tolist(), second.tolist())
         return {name: 0.0 if np.isnan(scored[name]) else scored[name] for name in ("spearman", "pearson")}
 
-    intervals = bootstrap_pairs(cosines, scores, scalars, resamples=resamples, seed=seed) if resamples else {}
+    intervals = bootstrap_rows((cosines, scores), scalars, resamples=resamples, seed=seed) if resamples else {}
     return report, intervals

@@ -25,7 +25,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from mtl.checkpoint import ModelBundle, build_featurizer, build_model
+from mtl.checkpoint import ModelBundle, build_featurizer
 from mtl.config import EMBEDDING_METRICS, Config
 from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
@@ -33,6 +33,7 @@ from mtl.data.readers import read_rows
 from mtl.model.similarity import preservation_loss
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
+from mtl.train.continuation import initial_bundle
 from mtl.train.data import TaskData, TaskStream
 from mtl.train.evaluate import add_counts, evaluation_counts, reports_from_counts
 from mtl.train.optim import (
@@ -160,7 +161,7 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
     """The model on this worker's device and everything that trains it, as a new run."""
     settings = config.train
     torch.manual_seed(settings.seed)  # the same initial weights on every rank
-    bundle = build_model(config.model, specs, featurizer=featurizer)
+    bundle = initial_bundle(config.model, specs, featurizer)
     torch.manual_seed(settings.seed + 1 + rank)  # dropout of its own on each rank
     weighting = LossWeighting(strategy=settings.loss_weighting, tasks=[spec.name for spec in specs],
                               static_weights={task.name: task.weight for task in config.tasks},

@@ -28,6 +28,8 @@ from mtl import storage
 from mtl.checkpoint import SPEC_FILE
 from mtl.config import Config, DataSource
 from mtl.errors import ConfigError
+from mtl.tracking import TrackedRun, log_training
+from mtl.train.continuation import inherited_specs, resolve_init_from
 from mtl.train.data import plan_training_data
 from mtl.train.loop import train_loop_per_worker
 from mtl.train.report import (
@@ -54,6 +56,7 @@ class TrainingSummary:
     seconds_per_step: float              # rank 0's, from taking a batch to the optimizer step
     allreduce_seconds_per_step: float    # of which a gradient all-reduce was in flight
     placements: list[list[str]]   # the Ray node id of each rank, per (re)start of the workers
+    tracked: TrackedRun | None = None   # the MLflow run (and registered version), with config.mlflow
 
     def table(self) -> str:
         return metrics_table(self.best)
@@ -69,8 +72,10 @@ def use_gpu(config: Config) -> bool:
 def build_trainer(config: Config) -> TorchTrainer:
     """A TorchTrainer for ``config``. The data is counted and checked here, before any worker starts
     (``plan_training_data``); the workers then read and tokenize their shares on Ray Data."""
-    config = _paths_for_workers(config)
+    config = resolve_init_from(_paths_for_workers(config))
     specs, plans = plan_training_data(config)
+    if config.model.init_from:
+        specs = inherited_specs(specs, config.model.init_from)
     settings = config.train
     gpu = use_gpu(config)
     checkpoints = checkpoint_storage(config, nodes=sum(node["Alive"] for node in ray.nodes()))
@@ -135,7 +140,10 @@ def fit(config: Config) -> TrainingSummary:
     best_checkpoint = result.get_best_checkpoint(metric="combined", mode="max")
     if best_checkpoint is None:
         raise RuntimeError("training reported no checkpoint")
-    return export_run(config.output, best_checkpoint, result.checkpoint)
+    summary = export_run(config.output, best_checkpoint, result.checkpoint)
+    if config.mlflow is not None:
+        summary.tracked = log_training(config, summary)
+    return summary
 
 
 def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSummary:
