@@ -31,6 +31,7 @@ from starlette.datastructures import MutableHeaders
 
 from mtl import storage
 from mtl.predict import Prediction, Predictor, check_backend
+from mtl.registry import resolve_model
 from mtl.service import ServiceSettings, create_api, model_info
 
 logger = logging.getLogger("mtl.serve")
@@ -227,8 +228,9 @@ class Endpoint:
 def build_app(args: dict) -> serve.Application:
     """The application of serve_config.yaml; ``args`` are ServiceSettings (``model`` at least)."""
     settings = ServiceSettings.model_validate(args)
-    # replicas may start in another folder: pin a local model folder where the config was read
-    settings = settings.model_copy(update={"model": storage.absolute(settings.model)})
+    # a registered version (models:/NAME@production) is looked up once, here; replicas may start
+    # in another folder: pin a local model folder where the config was read
+    settings = settings.model_copy(update={"model": storage.absolute(resolve_model(settings.model))})
     model_info(settings.model)  # fail at deploy time, naming the folder, not in every replica
     check_backend(settings.backend, settings.precision, settings.model)
     if settings.model_deployment:

@@ -37,7 +37,8 @@ class ServiceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(description="the model folder written by jobs.train")
+    model: str = Field(description="the model folder written by jobs.train (local path or URI), or a "
+                       "registered version, models:/NAME@ALIAS or models:/NAME/VERSION, looked up at deploy time")
     max_texts: int = Field(64, ge=1, description="most texts in one request")
     max_chars: int = Field(2_000, ge=1, description="most characters in one text")
     max_body_bytes: int = Field(1_000_000, ge=1_000, description="largest request body; larger gets 413")

@@ -36,15 +36,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def endpoint_config(model_dir, port: int, main_model: str) -> dict:
+def endpoint_config(tight_model: str, port: int, main_model: str) -> dict:
     """Two applications: "mtl" with the model in a deployment of its own (two replicas, for the
     kill test) read from ``main_model`` (on S3), and "tight", colocated, with queues of one (for the
-    overload test)."""
+    overload test), serving ``tight_model`` (a registered version)."""
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=port)
     tight = config["applications"][0]
     tight.update(name="tight", route_prefix="/tight")
-    tight["args"].update(model=str(model_dir), max_texts=8, max_batch_texts=32, batch_wait_timeout_s=1.0)
+    tight["args"].update(model=tight_model, max_texts=8, max_batch_texts=32, batch_wait_timeout_s=1.0)
     tight["deployments"][0].update(num_replicas=1, max_ongoing_requests=1, max_queued_requests=1,
                                    ray_actor_options={"num_cpus": 0.25})
     tight["deployments"][0].pop("autoscaling_config")
@@ -72,12 +72,24 @@ def s3_model(tiny_model_dir, s3_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, tiny_model_dir, s3_model, tmp_path_factory, handle_loop):
+def registered_model(tiny_model_dir) -> str:
+    """The tiny model registered in the session's MLflow store and promoted to production."""
+    from mtl import registry
+    from mtl.checkpoint import model_version
+
+    version = registry.register("served", source=str(tiny_model_dir), run_id=None,
+                                model_version=model_version(tiny_model_dir)).version
+    registry.move_alias("served", version, reason="serving test")
+    return "models:/served@production"
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_local, registered_model, s3_model, tmp_path_factory, handle_loop):
     from ray import serve
 
     port = free_port()
     config_path = tmp_path_factory.mktemp("serve") / "serve_config.yaml"
-    config_path.write_text(yaml.safe_dump(endpoint_config(tiny_model_dir, port, s3_model)))
+    config_path.write_text(yaml.safe_dump(endpoint_config(registered_model, port, s3_model)))
     address = ray_local.get_runtime_context().gcs_address
     command = [str(SERVE_CLI), "run", "--non-blocking", "--address", address, str(config_path)]
     subprocess.run(command, cwd=REPO, check=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -151,6 +163,8 @@ def test_the_model_on_s3_is_served_from_one_cached_copy_per_node(endpoint, tiny_
 
     served = requests.get(f"{endpoint}/v1/model", timeout=10).json()
     assert served["version"] == model_version(tiny_model_dir)
+    # the "tight" application serves models:/served@production: the same folder, from the registry
+    assert requests.get(f"{endpoint}/tight/v1/model", timeout=10).json()["version"] == served["version"]
     local = requests.post(f"{endpoint}/tight/v1/embed", json={"texts": TEXTS}, timeout=30).json()["embeddings"]
     remote = requests.post(f"{endpoint}/v1/embed", json={"texts": TEXTS}, timeout=30).json()["embeddings"]
     assert np.allclose(remote, local, atol=1e-5)
