@@ -12,6 +12,10 @@ layouts, chosen by ``model_deployment`` in serve_config.yaml:
   replicas, which retry a request on another model replica when one dies, so a lost model
   replica costs a retry, never an error. One more hop per request; the model scales on its own
   (GPU replicas behind CPU ingress replicas).
+
+Colocated, a replica may serve several variants of an A/B test (``variants``), and a model given as
+``models:/NAME@ALIAS`` follows the alias to each new version without a restart
+(``mtl.served_model``). ``RequestMetrics`` counts every answer in Ray's metrics.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from starlette.datastructures import MutableHeaders
 
 from mtl import storage
 from mtl.predict import Prediction, Predictor, check_backend
-from mtl.registry import resolve_model
-from mtl.service import ServiceSettings, create_api, model_info
+from mtl.registry import is_registered, resolve_model
+from mtl.served_model import ServedModel, answered_tasks
+from mtl.service import Router, create_api, model_info, single_model
+from mtl.service_schema import ServiceSettings
 
 logger = logging.getLogger("mtl.serve")
 _REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
@@ -200,39 +206,85 @@ class ServedBy:
         await self.app(scope, receive, send_with_node)
 
 
+class RequestMetrics:
+    """Ray metrics of the answered requests, by route, variant and model version (Serve adds the
+    application, deployment and replica): a count with the status, and a latency histogram."""
+
+    def __init__(self):
+        from ray.serve import metrics
+
+        self.requests = metrics.Counter("mtl_requests", description="requests answered, by route, variant, "
+                                        "model version and status", tag_keys=("route", "variant", "model", "status"))
+        self.latency = metrics.Histogram("mtl_request_seconds", description="time to answer a request",
+                                         boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+                                         tag_keys=("route", "variant", "model"))
+
+    def __call__(self, route: str, variant: str, model: str, status: int, seconds: float) -> None:
+        tags = {"route": route, "variant": variant, "model": model}
+        self.requests.inc(tags={**tags, "status": str(status)})
+        self.latency.observe(seconds, tags=tags)
+
+
 @serve.deployment(name="Endpoint", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64,
                   max_queued_requests=128, health_check_period_s=10)
 @serve.ingress()
 class Endpoint:
-    """An HTTP replica: the API in front of the model, held here or reached through ``model``."""
+    """An HTTP replica: the API in front of the model (or the variants of an A/B test), held here
+    and reloaded when a registry alias moves, or reached through ``model``."""
 
     def __init__(self, settings: dict, model: DeploymentHandle | None = None):
         self.settings = ServiceSettings.model_validate(settings)
-        self.info = model_info(self.settings.model)
-        self.backend = HandleBackend(model, self.settings.retries) if model else BatchedPredictor(self.settings)
+        self.served: list[ServedModel] = []
+        if model:
+            info = model_info(self.settings.model)
+            self.router = single_model(HandleBackend(model, self.settings.retries), info)
+        else:
+            def load(folder: str) -> BatchedPredictor:
+                return BatchedPredictor(self.settings.model_copy(update={"model": folder, "variants": None}))
+
+            self.served = [ServedModel(variant, load, reload_interval_s=self.settings.reload_interval_s)
+                           for variant in self.settings.served()]
+            self.router = Router([served.variant for served in self.served])
 
     def __serve_build_asgi_app__(self):
-        app = create_api(self.backend, self.info, self.settings)
+        app = create_api(self.router, self.settings, observe=RequestMetrics())
         app.add_middleware(ServedBy, node=ray.get_runtime_context().get_node_id())
         return app
 
     def check_health(self) -> None:
-        if isinstance(self.backend, BatchedPredictor):
-            self.backend.check()
+        for served in self.served:
+            served.variant.current.backend.check()
 
     async def stats(self) -> dict:
         """Process id and counts of the model replica that answers (this one when colocated)."""
-        return await self.backend.stats()
+        return await self.router.variants[0].current.backend.stats()
+
+
+def _checked_reference(reference: str, settings: ServiceSettings) -> tuple[str, list[str]]:
+    """``reference`` as replicas read it (a local folder made absolute where the config was read;
+    a registry reference kept, for replicas to follow) and the tasks of the model it names now."""
+    folder = storage.absolute(resolve_model(reference))
+    info = model_info(folder)  # fail at deploy time, naming the folder, not in every replica
+    check_backend(settings.backend, settings.precision, folder)
+    return (reference if is_registered(reference) else folder), answered_tasks(info)
 
 
 def build_app(args: dict) -> serve.Application:
-    """The application of serve_config.yaml; ``args`` are ServiceSettings (``model`` at least)."""
+    """The application of serve_config.yaml; ``args`` are ServiceSettings (``model`` or ``variants``)."""
     settings = ServiceSettings.model_validate(args)
-    # a registered version (models:/NAME@production) is looked up once, here; replicas may start
-    # in another folder: pin a local model folder where the config was read
-    settings = settings.model_copy(update={"model": storage.absolute(resolve_model(settings.model))})
-    model_info(settings.model)  # fail at deploy time, naming the folder, not in every replica
-    check_backend(settings.backend, settings.precision, settings.model)
+    variants, tasks = [], {}
+    for variant in settings.served():
+        reference, tasks[variant.name] = _checked_reference(variant.model, settings)
+        variants.append(variant.model_copy(update={"model": reference}))
+    if len({tuple(names) for names in tasks.values()}) > 1:
+        raise ValueError(f"variants: every variant must answer the same tasks; they answer {tasks}")
+    if settings.variants:
+        settings = settings.model_copy(update={"variants": variants})
+    else:
+        settings = settings.model_copy(update={"model": variants[0].model})
     if settings.model_deployment:
-        return Endpoint.bind(settings.model_dump(), ModelReplica.bind(settings.model_dump()))
+        # the model replicas load the version named now: a moved alias reaches them at the next deploy
+        folder = storage.absolute(resolve_model(settings.model))
+        pinned = settings.model_copy(update={"model": folder}).model_dump()
+        return Endpoint.bind(pinned, ModelReplica.bind(pinned))
     return Endpoint.bind(settings.model_dump())

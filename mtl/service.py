@@ -1,4 +1,5 @@
-"""The online endpoint's HTTP API, free of Ray: request and response models, limits, errors, cache.
+"""The online endpoint's HTTP API, free of Ray: routes, errors, cache, and the choice of the model
+version (A/B variant) that answers each request. The schema is ``mtl.service_schema``.
 
 ``create_api`` builds the FastAPI app around a *backend*, anything with
 ``async predict(texts, tasks) -> list[Prediction]`` and ``async healthy() -> bool``. Ray Serve
@@ -13,51 +14,37 @@ field at fault. (Overload is Serve's to answer: 503 with ``Retry-After`` once th
 # no ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime,
 # and the request models are built per endpoint inside create_api
 import asyncio
+import bisect
+import hashlib
+import itertools
+import random
+import time
 from collections import OrderedDict
-from typing import Annotated, Literal, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from starlette.exceptions import HTTPException
 
 from mtl.checkpoint import embedding_dimension, model_version, read_model_description
 from mtl.predict import Prediction, Predictor
-
-# at least one character that Python's str.isspace() (the Predictor's test for blank) does not
-# count as space; pydantic's \s lacks the separators \x1c-\x1f that Python counts
-NOT_BLANK = r"[^\s\x1c-\x1f]"
-EXAMPLE_TEXTS = ["Alice flew to Paris with Acme Corp.", "What a wonderful, heartfelt film."]
-
-
-class ServiceSettings(BaseModel):
-    """The endpoint's limits and batching, from ``args`` in serve_config.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(description="the model folder written by jobs.train (local path or URI), or a "
-                       "registered version, models:/NAME@ALIAS or models:/NAME/VERSION, looked up at deploy time")
-    max_texts: int = Field(64, ge=1, description="most texts in one request")
-    max_chars: int = Field(2_000, ge=1, description="most characters in one text")
-    max_body_bytes: int = Field(1_000_000, ge=1_000, description="largest request body; larger gets 413")
-    max_batch_texts: int = Field(64, ge=1, description="most texts the model runs in one batch")
-    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill; "
-                                        "under load the next batch fills while the current one runs")
-    cache_size: int = Field(0, ge=0, description="answers of repeated texts kept (LRU); 0 turns the cache off")
-    model_deployment: bool = Field(False, description="run the model in its own deployment behind the HTTP "
-                                   "replicas, which retry when a model replica dies (see mtl.serve)")
-    retries: int = Field(2, ge=0, description="with model_deployment: tries on another model replica")
-    threads: int | None = Field(None, ge=1, description="torch threads per model replica (default: its num_cpus)")
-    backend: Literal["torch", "onnx"] = Field("torch", description="onnx: the model folder's ONNX export "
-                                              "(python -m jobs.export)")
-    precision: Literal["float32", "bfloat16", "int8"] = Field(
-        "float32", description="torch: float32 or bfloat16 (autocast); onnx: float32 or int8")
-
-    def model_post_init(self, _context) -> None:
-        if self.max_texts > self.max_batch_texts:
-            raise ValueError(f"max_texts ({self.max_texts}) must not exceed max_batch_texts ({self.max_batch_texts})")
+from mtl.service_schema import (
+    ERROR_RESPONSES,
+    EmbedResponse,
+    EntityOut,
+    Health,
+    LabelOut,
+    ModelInfo,
+    PredictionOut,
+    PredictResponse,
+    ServiceSettings,
+    TaskOut,
+    request_models,
+)
 
 
 class Backend(Protocol):
@@ -81,6 +68,48 @@ class PredictorBackend:
         return True
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A model version ready to answer: its backend and what ``/v1/model`` says of it."""
+
+    backend: Backend
+    info: ModelInfo
+
+
+class Variant:
+    """A served model under a name and a traffic weight. ``current`` is replaced whole when a new
+    version is loaded, so every request is answered and named by one version."""
+
+    def __init__(self, name: str, weight: float, current: Loaded):
+        self.name, self.weight, self.current = name, weight, current
+
+
+class Router:
+    """Picks the variant of each request: by the hash of its client key when it has one (the same
+    key always gets the same variant), else at random, each in proportion to its weight."""
+
+    def __init__(self, variants: list[Variant], *, seed: int | None = None):
+        self.variants = variants
+        total = sum(variant.weight for variant in variants)
+        self._bounds = list(itertools.accumulate(variant.weight / total for variant in variants))
+        self._random = random.Random(seed)
+
+    def choose(self, client_key: str | None = None) -> Variant:
+        if len(self.variants) == 1:
+            return self.variants[0]
+        if client_key:
+            point = int.from_bytes(hashlib.sha256(client_key.encode()).digest()[:8], "big") / 2**64
+        else:
+            point = self._random.random()
+        position = bisect.bisect_right(self._bounds, point)
+        return self.variants[min(position, len(self.variants) - 1)]
+
+
+def single_model(backend: Backend, info: ModelInfo) -> Router:
+    """A router for one model and no A/B test."""
+    return Router([Variant("default", 1.0, Loaded(backend, info))])
+
+
 class AnswerCache:
     """A bounded LRU of predictions keyed by (text, tasks); size 0 keeps nothing."""
 
@@ -102,96 +131,6 @@ class AnswerCache:
                 self._entries.popitem(last=False)
 
 
-class LabelOut(BaseModel):
-    label: str = Field(examples=["positive"])
-    score: float = Field(description="probability of the label", examples=[0.97])
-    probabilities: dict[str, float] = Field(examples=[{"negative": 0.03, "positive": 0.97}])
-
-
-class EntityOut(BaseModel):
-    start: int = Field(description="first character of the span", examples=[0])
-    end: int = Field(description="one past its last character, as in a Python slice", examples=[5])
-    label: str = Field(examples=["PER"])
-    text: str = Field(examples=["Alice"])
-    score: float = Field(description="mean tag probability of the span's words", examples=[0.91])
-
-
-class PredictionOut(BaseModel):
-    labels: dict[str, LabelOut] = Field(description="per classification task")
-    entities: dict[str, list[EntityOut]] = Field(description="per tagging task")
-    embedding: list[float] | None = Field(None, description="only when the request sets embedding=true")
-    truncated: bool = Field(description="the text was longer than the model's max length and was cut")
-
-
-class PredictResponse(BaseModel):
-    model: str = Field(description="model version (content hash)", examples=["3f9a0c1b2d4e"])
-    results: list[PredictionOut]
-
-
-class EmbedResponse(BaseModel):
-    model: str = Field(examples=["3f9a0c1b2d4e"])
-    dimension: int = Field(examples=[384])
-    embeddings: list[list[float]]
-
-
-class TaskOut(BaseModel):
-    name: str
-    kind: Literal["classification", "tagging", "similarity"] = Field(
-        description="similarity tasks trained the embedding: they have no output of their own")
-    labels: list[str]
-
-
-class ModelInfo(BaseModel):
-    version: str
-    encoder: str
-    pooling: str
-    normalize: bool
-    max_length: int
-    embedding_dimension: int
-    tasks: list[TaskOut]
-    trained_at: str | None = None
-    metrics: dict = Field(default_factory=dict, description="validation metrics of the saved checkpoint")
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
-class ErrorOut(BaseModel):
-    error: str = Field(description="what is wrong, naming the field")
-    detail: list | str | None = None
-
-
-ERROR_RESPONSES = {
-    400: {"model": ErrorOut, "description": "the body cannot be decoded (not UTF-8)"},
-    413: {"model": ErrorOut, "description": "request body over max_body_bytes"},
-    422: {"model": ErrorOut, "description": "malformed JSON or a field out of its limits"},
-    503: {"model": ErrorOut, "description": "overloaded or restarting; retry after Retry-After seconds"},
-}
-
-
-def request_models(settings: ServiceSettings, task_names: list[str]) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The embed and predict request models, with this endpoint's limits and tasks in their schema."""
-    text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=settings.max_chars,
-                                            pattern=NOT_BLANK)]
-    texts = Annotated[list[text], Field(min_length=1, max_length=settings.max_texts,
-                                        description=f"1 to {settings.max_texts} non-blank texts of at most "
-                                                    f"{settings.max_chars} characters")]
-    task = Literal[tuple(task_names)] if task_names else str
-    strict = ConfigDict(extra="forbid", strict=True)
-    embed = create_model("EmbedRequest", __config__=ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"texts": EXAMPLE_TEXTS}]}), texts=(texts, ...))
-    predict = create_model(
-        "PredictRequest",
-        __config__=ConfigDict(**strict, json_schema_extra={"examples": [
-            {"texts": EXAMPLE_TEXTS, "tasks": task_names[:1], "embedding": False}]}),
-        texts=(texts, ...),
-        tasks=(list[task] | None, Field(None, description=f"tasks to run (default all): {task_names}")),
-        embedding=(bool, Field(False, description="also return each text's embedding")),
-    )
-    return embed, predict
-
-
 def model_info(folder: str) -> ModelInfo:
     """What ``GET /v1/model`` answers, read from the model folder without loading the weights."""
     description = read_model_description(folder)
@@ -204,23 +143,32 @@ def model_info(folder: str) -> ModelInfo:
         trained_at=metadata.get("trained_at"), metrics=metadata.get("metrics", {}))
 
 
-def create_api(backend: Backend, info: ModelInfo, settings: ServiceSettings) -> FastAPI:
-    """The endpoint's FastAPI app: ``/v1/embed``, ``/v1/predict``, ``/v1/model``, ``/healthz``, ``/docs``."""
-    answered = [task.name for task in info.tasks if task.kind != "similarity"]  # those with an output
+Observer = Callable[[str, str, str, int, float], None]   # route, variant, model version, status, seconds
+ClientKey = Annotated[str | None, Header(alias="X-Client-Key", description="keeps a client on one A/B variant")]
+
+
+def create_api(router: Router, settings: ServiceSettings, observe: Observer | None = None) -> FastAPI:
+    """The endpoint's FastAPI app: ``/v1/embed``, ``/v1/predict``, ``/v1/model``, ``/healthz``, ``/docs``.
+
+    Every variant of ``router`` must answer the same tasks (the request schema lists them).
+    ``observe`` is told of every answered request (``mtl.serve`` counts them in Ray's metrics).
+    """
+    first = router.variants[0].current.info
+    answered = [task.name for task in first.tasks if task.kind != "similarity"]  # those with an output
     embed_request, predict_request = request_models(settings, answered)
     cache = AnswerCache(settings.cache_size)
-    app = FastAPI(title="mtl: multi-task sentence transformer", version=info.version,
-                  description=f"Embeddings, sentence labels and entities from one encoder ({info.encoder}).")
+    app = FastAPI(title="mtl: multi-task sentence transformer", version=first.version,
+                  description=f"Embeddings, sentence labels and entities from one encoder ({first.encoder}).")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
 
-    async def answer(texts: list[str], tasks: list[str]) -> list[Prediction]:
-        key = tuple(tasks)
+    async def answer(loaded: Loaded, texts: list[str], tasks: list[str]) -> list[Prediction]:
+        key = (loaded.info.version, *tasks)   # a cached answer is one version's
         found = [cache.get(text, key) for text in texts]
         missing = [index for index, prediction in enumerate(found) if prediction is None]
         if missing:
-            fresh = await backend.predict([texts[index] for index in missing], list(tasks))
+            fresh = await loaded.backend.predict([texts[index] for index in missing], list(tasks))
             for index, prediction in zip(missing, fresh):
                 found[index] = prediction
                 cache.put(texts[index], key, prediction)
@@ -229,27 +177,52 @@ def create_api(backend: Backend, info: ModelInfo, settings: ServiceSettings) -> 
             raise HTTPException(422, f"texts.{failed[0]}: {found[failed[0]].error}")
         return found
 
+    async def observed(route: str, client_key: str | None, respond):
+        variant = router.choose(client_key)
+        loaded = variant.current   # this request's version, whatever a reload does meanwhile
+        started, status = time.perf_counter(), 500
+        try:
+            response = await respond(variant, loaded)
+            status = 200
+            return response
+        except HTTPException as error:
+            status = error.status_code
+            raise
+        finally:
+            if observe is not None:
+                observe(route, variant.name, loaded.info.version, status, time.perf_counter() - started)
+
     @app.post("/v1/embed", responses=ERROR_RESPONSES, summary="Embed texts")
-    async def embed(request: embed_request) -> EmbedResponse:
-        predictions = await answer(request.texts, [])
-        return EmbedResponse(model=info.version, dimension=info.embedding_dimension,
-                             embeddings=[prediction.embedding.tolist() for prediction in predictions])
+    async def embed(request: embed_request, client_key: ClientKey = None) -> EmbedResponse:
+        async def respond(variant: Variant, loaded: Loaded) -> EmbedResponse:
+            predictions = await answer(loaded, request.texts, [])
+            return EmbedResponse(model=loaded.info.version, variant=variant.name,
+                                 dimension=loaded.info.embedding_dimension,
+                                 embeddings=[prediction.embedding.tolist() for prediction in predictions])
+
+        return await observed("/v1/embed", client_key, respond)
 
     @app.post("/v1/predict", responses=ERROR_RESPONSES, summary="Labels, entities and optionally embeddings")
-    async def predict(request: predict_request) -> PredictResponse:
+    async def predict(request: predict_request, client_key: ClientKey = None) -> PredictResponse:
         tasks = list(dict.fromkeys(request.tasks)) if request.tasks is not None else answered
-        predictions = await answer(request.texts, tasks)
-        return PredictResponse(model=info.version, results=[
-            _prediction_out(prediction, request.embedding) for prediction in predictions])
+
+        async def respond(variant: Variant, loaded: Loaded) -> PredictResponse:
+            predictions = await answer(loaded, request.texts, tasks)
+            return PredictResponse(model=loaded.info.version, variant=variant.name, results=[
+                _prediction_out(prediction, request.embedding) for prediction in predictions])
+
+        return await observed("/v1/predict", client_key, respond)
 
     @app.get("/v1/model", summary="Tasks, labels, encoder, version and training metrics")
-    async def describe() -> ModelInfo:
-        return info
+    async def describe(client_key: ClientKey = None) -> ModelInfo:
+        return router.choose(client_key).current.info
 
     @app.get("/healthz", responses={503: ERROR_RESPONSES[503]}, summary="200 when the model can answer")
     async def health() -> Health:
-        if not await backend.healthy():
-            raise HTTPException(503, "the model is not loaded")
+        for variant in router.variants:
+            if not await variant.current.backend.healthy():
+                which = f" (variant '{variant.name}')" if len(router.variants) > 1 else ""
+                raise HTTPException(503, f"the model is not loaded{which}")
         return Health()
 
     return app

@@ -13,6 +13,7 @@ from mtl.service import (
     ServiceSettings,
     create_api,
     model_info,
+    single_model,
 )
 
 LIMITS = {"max_texts": 4, "max_chars": 200, "max_body_bytes": 4_000, "max_batch_texts": 8}
@@ -21,7 +22,7 @@ LIMITS = {"max_texts": 4, "max_chars": 200, "max_body_bytes": 4_000, "max_batch_
 def make_client(model_dir, backend=None, **settings) -> TestClient:
     settings = ServiceSettings(model=str(model_dir), **{**LIMITS, **settings})
     backend = backend or PredictorBackend(Predictor.from_folder(model_dir, device="cpu", max_chars=settings.max_chars))
-    return TestClient(create_api(backend, model_info(str(model_dir)), settings))
+    return TestClient(create_api(single_model(backend, model_info(str(model_dir))), settings))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from mtl.predict import Predictor
-from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info
+from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info, single_model
 
 CASES_PER_OPERATION = 40
 
@@ -23,7 +23,7 @@ def api_schema(tiny_model_dir):
     service = ServiceSettings(model=str(tiny_model_dir), max_texts=8, max_chars=300, max_body_bytes=20_000,
                               max_batch_texts=8, cache_size=16)
     predictor = Predictor.from_folder(tiny_model_dir, device="cpu", max_chars=service.max_chars)
-    app = create_api(PredictorBackend(predictor), model_info(str(tiny_model_dir)), service)
+    app = create_api(single_model(PredictorBackend(predictor), model_info(str(tiny_model_dir))), service)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

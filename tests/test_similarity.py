@@ -17,7 +17,7 @@ from mtl.errors import ConfigError, DataError
 from mtl.label import BatchLabeler
 from mtl.model.similarity import cosent_loss, in_batch_negatives_loss, preservation_loss
 from mtl.predict import Predictor
-from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info
+from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info, single_model
 from mtl.tasks import TaskSpec
 from mtl.train.evaluate import add_counts, evaluate, evaluation_counts, reports_from_counts
 from mtl.train.preservation import REFERENCE, ReferenceEmbedder
@@ -201,8 +201,8 @@ def test_a_model_with_a_similarity_task_answers_its_other_tasks_and_embeddings(s
 
 def test_the_endpoint_lists_a_similarity_task_and_answers_only_the_others(similarity_model_dir):
     settings = ServiceSettings(model=str(similarity_model_dir))
-    client = TestClient(create_api(PredictorBackend(Predictor.from_folder(similarity_model_dir, device="cpu")),
-                                   model_info(str(similarity_model_dir)), settings))
+    backend = PredictorBackend(Predictor.from_folder(similarity_model_dir, device="cpu"))
+    client = TestClient(create_api(single_model(backend, model_info(str(similarity_model_dir))), settings))
     tasks = {task["name"]: task["kind"] for task in client.get("/v1/model").json()["tasks"]}
     assert tasks == {"sentiment": "classification", "ner": "tagging", "sts": "similarity"}
     result = client.post("/v1/predict", json={"texts": ["Bob works at Hooli"]}).json()["results"][0]

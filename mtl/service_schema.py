@@ -1,0 +1,166 @@
+"""The endpoint's HTTP schema, free of Ray and of models: its settings (``args`` in
+serve_config.yaml), the request models built with its limits and tasks, and the response models.
+
+No ``from __future__ import annotations``: FastAPI and pydantic read these annotations at runtime.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+# at least one character that Python's str.isspace() (the Predictor's test for blank) does not
+# count as space; pydantic's \s lacks the separators \x1c-\x1f that Python counts
+NOT_BLANK = r"[^\s\x1c-\x1f]"
+EXAMPLE_TEXTS = ["Alice flew to Paris with Acme Corp.", "What a wonderful, heartfelt film."]
+
+
+class VariantSettings(BaseModel):
+    """One model of an A/B test: a name for responses and metrics, a model, a traffic weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: str = Field(description="a model folder or models:/NAME@ALIAS, as the application's model")
+    weight: float = Field(gt=0, description="share of the traffic, relative to the other variants' weights")
+
+
+class ServiceSettings(BaseModel):
+    """The endpoint's limits and batching, from ``args`` in serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="the model folder written by jobs.train (local path or URI), "
+                              "or a registered version, models:/NAME@ALIAS or models:/NAME/VERSION; or variants")
+    max_texts: int = Field(64, ge=1, description="most texts in one request")
+    max_chars: int = Field(2_000, ge=1, description="most characters in one text")
+    max_body_bytes: int = Field(1_000_000, ge=1_000, description="largest request body; larger gets 413")
+    max_batch_texts: int = Field(64, ge=1, description="most texts the model runs in one batch")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill; "
+                                        "under load the next batch fills while the current one runs")
+    cache_size: int = Field(0, ge=0, description="answers of repeated texts kept (LRU); 0 turns the cache off")
+    model_deployment: bool = Field(False, description="run the model in its own deployment behind the HTTP "
+                                   "replicas, which retry when a model replica dies (see mtl.serve)")
+    retries: int = Field(2, ge=0, description="with model_deployment: tries on another model replica")
+    threads: int | None = Field(None, ge=1, description="torch threads per model replica (default: its num_cpus)")
+    backend: Literal["torch", "onnx"] = Field("torch", description="onnx: the model folder's ONNX export "
+                                              "(python -m jobs.export)")
+    precision: Literal["float32", "bfloat16", "int8"] = Field(
+        "float32", description="torch: float32 or bfloat16 (autocast); onnx: float32 or int8")
+    variants: list[VariantSettings] | None = Field(
+        None, description="an A/B test: two or more models with traffic weights; each response names its variant "
+                          "and version, and a request's X-Client-Key header keeps a client on one variant")
+    reload_interval_s: float = Field(30.0, ge=0, description="how often each replica looks up a models:/NAME@ALIAS "
+                                     "model again and, when the alias has moved, loads the new version in the "
+                                     "background and switches to it; 0 never looks again")
+
+    def model_post_init(self, _context) -> None:
+        if self.max_texts > self.max_batch_texts:
+            raise ValueError(f"max_texts ({self.max_texts}) must not exceed max_batch_texts ({self.max_batch_texts})")
+        if (self.model is None) == (self.variants is None):
+            raise ValueError("give model (one model) or variants (an A/B test), not both and not neither")
+        if self.variants is not None:
+            names = [variant.name for variant in self.variants]
+            if len(names) < 2 or len(set(names)) < len(names):
+                raise ValueError(f"variants: give two or more, each with its own name (got {names})")
+            if self.model_deployment:
+                raise ValueError("variants: the models of an A/B test run in the HTTP replicas; "
+                                 "set model_deployment: false")
+
+    def served(self) -> list[VariantSettings]:
+        """The variants to serve: ``variants``, or ``model`` alone as the variant ``default``."""
+        return list(self.variants) if self.variants else [VariantSettings(name="default", model=self.model, weight=1)]
+
+
+class LabelOut(BaseModel):
+    label: str = Field(examples=["positive"])
+    score: float = Field(description="probability of the label", examples=[0.97])
+    probabilities: dict[str, float] = Field(examples=[{"negative": 0.03, "positive": 0.97}])
+
+
+class EntityOut(BaseModel):
+    start: int = Field(description="first character of the span", examples=[0])
+    end: int = Field(description="one past its last character, as in a Python slice", examples=[5])
+    label: str = Field(examples=["PER"])
+    text: str = Field(examples=["Alice"])
+    score: float = Field(description="mean tag probability of the span's words", examples=[0.91])
+
+
+class PredictionOut(BaseModel):
+    labels: dict[str, LabelOut] = Field(description="per classification task")
+    entities: dict[str, list[EntityOut]] = Field(description="per tagging task")
+    embedding: list[float] | None = Field(None, description="only when the request sets embedding=true")
+    truncated: bool = Field(description="the text was longer than the model's max length and was cut")
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="version of the model that answered (content hash)", examples=["3f9a0c1b2d4e"])
+    variant: str = Field(description="the A/B variant that answered ('default' without an A/B test)",
+                         examples=["default"])
+    results: list[PredictionOut]
+
+
+class EmbedResponse(BaseModel):
+    model: str = Field(examples=["3f9a0c1b2d4e"])
+    variant: str = Field(examples=["default"])
+    dimension: int = Field(examples=[384])
+    embeddings: list[list[float]]
+
+
+class TaskOut(BaseModel):
+    name: str
+    kind: Literal["classification", "tagging", "similarity"] = Field(
+        description="similarity tasks trained the embedding: they have no output of their own")
+    labels: list[str]
+
+
+class ModelInfo(BaseModel):
+    version: str
+    encoder: str
+    pooling: str
+    normalize: bool
+    max_length: int
+    embedding_dimension: int
+    tasks: list[TaskOut]
+    trained_at: str | None = None
+    metrics: dict = Field(default_factory=dict, description="validation metrics of the saved checkpoint")
+    variant: str = Field("default", description="the A/B variant this model serves")
+    registered: str | None = Field(None, description="the models:/ reference it was loaded from, if any")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="what is wrong, naming the field")
+    detail: list | str | None = None
+
+
+ERROR_RESPONSES = {
+    400: {"model": ErrorOut, "description": "the body cannot be decoded (not UTF-8)"},
+    413: {"model": ErrorOut, "description": "request body over max_body_bytes"},
+    422: {"model": ErrorOut, "description": "malformed JSON or a field out of its limits"},
+    503: {"model": ErrorOut, "description": "overloaded or restarting; retry after Retry-After seconds"},
+}
+
+
+def request_models(settings: ServiceSettings, task_names: list[str]) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The embed and predict request models, with this endpoint's limits and tasks in their schema."""
+    text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=settings.max_chars,
+                                            pattern=NOT_BLANK)]
+    texts = Annotated[list[text], Field(min_length=1, max_length=settings.max_texts,
+                                        description=f"1 to {settings.max_texts} non-blank texts of at most "
+                                                    f"{settings.max_chars} characters")]
+    task = Literal[tuple(task_names)] if task_names else str
+    strict = ConfigDict(extra="forbid", strict=True)
+    embed = create_model("EmbedRequest", __config__=ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"texts": EXAMPLE_TEXTS}]}), texts=(texts, ...))
+    predict = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(**strict, json_schema_extra={"examples": [
+            {"texts": EXAMPLE_TEXTS, "tasks": task_names[:1], "embedding": False}]}),
+        texts=(texts, ...),
+        tasks=(list[task] | None, Field(None, description=f"tasks to run (default all): {task_names}")),
+        embedding=(bool, Field(False, description="also return each text's embedding")),
+    )
+    return embed, predict
