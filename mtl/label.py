@@ -5,7 +5,7 @@ pieces are unit-tested on plain Arrow tables.
 
 Output columns, after every input column and ``row_id`` (see ``mtl.corpus``):
 
-- ``embedding``: fixed-size list of float32 (or float16), one per row;
+- ``embedding``: list of float32 (or float16), the same length in every row;
 - per classification task ``<task>`` (label string) and ``<task>_score`` (probability);
 - per tagging task ``<task>``: list of ``{start, end, label, text, score}`` (characters, or token
   indices for pre-split input; ``end`` exclusive);
@@ -59,14 +59,17 @@ def predictions_to_columns(predictions: list[Prediction], specs: list[TaskSpec],
 
 
 def _embedding_column(predictions: list[Prediction], size: int, value_type: pa.DataType) -> pa.Array:
-    """A fixed-size list column built from one flat buffer; failed rows are null."""
-    values = np.zeros((len(predictions), size), dtype=value_type.to_pandas_dtype())
+    """A list column of ``size`` values per row, built from one flat buffer; failed rows are null.
+
+    A variable-size list rather than a fixed-size one: pyarrow 25 (what MLflow 3.17 requires)
+    cannot read a fixed-size list column with nulls back from Parquet.
+    """
     valid = np.array([p.embedding is not None for p in predictions], dtype=bool)
-    for row, prediction in enumerate(predictions):
-        if prediction.embedding is not None:
-            values[row] = prediction.embedding
-    flat = pa.array(values.reshape(-1), type=value_type)
-    return pa.FixedSizeListArray.from_arrays(flat, size, mask=pa.array(~valid))
+    values = np.zeros((int(valid.sum()), size), dtype=value_type.to_pandas_dtype())
+    for row, prediction in enumerate(p for p in predictions if p.embedding is not None):
+        values[row] = prediction.embedding
+    offsets = pa.array(np.concatenate([[0], np.cumsum(valid * size)]), type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), type=value_type), mask=pa.array(~valid))
 
 
 class BatchLabeler:

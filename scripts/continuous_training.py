@@ -57,35 +57,35 @@ def round_config(args: argparse.Namespace, data: Path, output: str, init_from: s
     return load_config(REPO / "jobs" / "configs" / "demo.yaml", overrides)
 
 
+def one_round(args: argparse.Namespace, data: Path, output: Path, init_from: str | None, reason: str):
+    """Train on ``data`` (from ``init_from``), register the model, and promote it if it is not
+    worse than production on the demo eval data; returns its version and the decision."""
+    from mtl.train.trainer import fit
+
+    config = round_config(args, data, str(output), init_from)
+    version = fit(config).tracked.registered_version
+    start = f" from {init_from}" if init_from else ""
+    print(f"{output.name}: trained on {data.name}{start}, registered {MODEL_NAME} version {version}")
+    decision = promote_if_better(MODEL_NAME, version, config, resamples=args.resamples, reason=reason)
+    print(comparison_table(decision))
+    return version, decision
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import os
 
     import ray
 
-    from mtl.train.trainer import fit
-
     work = Path(args.work).resolve()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     before, since = split_training_data(work)
     ray.init(ignore_reinit_error=True)
-
-    first = fit(round_config(args, before, str(work / "round-1"), None))
-    version = first.tracked.registered_version
-    print(f"round 1: trained on {before.name}, registered {MODEL_NAME} version {version}")
-    decision = promote_if_better(MODEL_NAME, version, round_config(args, before, "unused", None),
-                                 resamples=args.resamples, reason="the first model")
-    print(comparison_table(decision))
-
+    first, _ = one_round(args, before, work / "round-1", None, "the first model")
     production = f"{registry.REGISTRY_SCHEME}{MODEL_NAME}@{registry.PRODUCTION}"
-    second = fit(round_config(args, since, str(work / "round-2"), production))
-    candidate = second.tracked.registered_version
-    print(f"round 2: trained on {since.name} from {production}, registered version {candidate}")
-    decision = promote_if_better(MODEL_NAME, candidate, round_config(args, since, "unused", None),
-                                 resamples=args.resamples, reason="continuous training on new data")
-    print(comparison_table(decision))
+    second, decision = one_round(args, since, work / "round-2", production, "continuous training on new data")
     print(f"{production} is now version {registry.current_version(MODEL_NAME)}")
-    return {"first": version, "second": candidate, "promoted": decision.promoted,
+    return {"first": first, "second": second, "promoted": decision.promoted,
             "production": registry.current_version(MODEL_NAME)}
 
 

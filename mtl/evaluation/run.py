@@ -94,36 +94,37 @@ def evaluate_sets(sets: dict[str, EvalSet], scorer: Scorer, options: EvaluationO
     """The report: per eval set its metrics with intervals, ``errors`` and ``robustness`` (each
     perturbation's primary metric, its interval and ``drop`` from the clean data); ``combined``,
     the mean primary metric of the tasks (``embedding`` apart, as in training)."""
-    requests: list[Request] = []
-    for name, eval_set in sets.items():
-        requests.append((name, eval_set.spec.kind, eval_set.rows))
-        requests += [(name, eval_set.spec.kind, perturb_rows(eval_set.rows, eval_set.spec.kind, perturbation,
-                                                             seed=options.seed))
-                     for perturbation in options.perturbations]
-    outcomes = iter(scorer(requests))
-    rows = iter(rows for _, _, rows in requests)
-    reports = {}
-    for name, eval_set in sets.items():
-        clean_rows, clean = next(rows), next(outcomes)
-        report = task_metrics(eval_set.spec, clean_rows, clean, resamples=options.resamples, seed=options.seed)
-        report["source"] = eval_set.source
-        report["errors"] = error_analysis(eval_set.spec.kind, report, clean_rows, clean, shown=options.shown)
-        report["robustness"] = {}
-        for perturbation in options.perturbations:
-            perturbed = task_metrics(eval_set.spec, next(rows), next(outcomes), resamples=options.resamples,
-                                     seed=options.seed)
-            report["robustness"][perturbation] = {
-                "primary": perturbed["primary"], "drop": report["primary"] - perturbed["primary"],
-                **({"primary_ci": perturbed["primary_ci"]} if "primary_ci" in perturbed else {})}
-        reports[name] = report
-    tasks = {name: report for name, report in reports.items() if name != EMBEDDING_METRICS
-             or sets[name].spec is not EMBEDDING_SPEC}
+    requests = [(name, eval_set.spec.kind, rows) for name, eval_set in sets.items()
+                for rows in [eval_set.rows, *_perturbed(eval_set, options)]]
+    answers = iter(zip([rows for _, _, rows in requests], scorer(requests)))
+    reports = {name: _report(eval_set, answers, options) for name, eval_set in sets.items()}
+    tasks = {name: report for name, report in reports.items() if sets[name].spec is not EMBEDDING_SPEC}
     result = {"tasks": tasks, "combined": mean(report["primary"] for report in tasks.values()) if tasks else 0.0,
               "options": {"resamples": options.resamples, "seed": options.seed, "confidence": CONFIDENCE,
                           "perturbations": list(options.perturbations)}}
     if len(tasks) < len(reports):
         result["embedding"] = reports[EMBEDDING_METRICS]
     return result
+
+
+def _perturbed(eval_set: EvalSet, options: EvaluationOptions) -> list[list[dict]]:
+    return [perturb_rows(eval_set.rows, eval_set.spec.kind, perturbation, seed=options.seed)
+            for perturbation in options.perturbations]
+
+
+def _report(eval_set: EvalSet, answers, options: EvaluationOptions) -> dict:
+    """One eval set's report from its next answers: the clean rows', then each perturbation's."""
+    clean_rows, clean = next(answers)
+    report = task_metrics(eval_set.spec, clean_rows, clean, resamples=options.resamples, seed=options.seed)
+    report["source"] = eval_set.source
+    report["errors"] = error_analysis(eval_set.spec.kind, report, clean_rows, clean, shown=options.shown)
+    report["robustness"] = {}
+    for perturbation in options.perturbations:
+        perturbed = task_metrics(eval_set.spec, *next(answers), resamples=options.resamples, seed=options.seed)
+        report["robustness"][perturbation] = {
+            "primary": perturbed["primary"], "drop": report["primary"] - perturbed["primary"],
+            **({"primary_ci": perturbed["primary_ci"]} if "primary_ci" in perturbed else {})}
+    return report
 
 
 def model_task_specs(folder: str) -> dict[str, TaskSpec]:
