@@ -46,7 +46,9 @@ def promote_if_better(name: str, version: str, config: Config, *, reason: str = 
 
 
 def comparison_table(decision: PromotionDecision) -> str:
-    lines = [f"{'task':<14} {'candidate':>10} {'production':>11} {'difference [95% interval]':>36}"]
+    """Per task both scores and their difference (none for a first version), then the verdict."""
+    lines = [f"{'task':<14} {'candidate':>10} {'production':>11} {'difference [95% interval]':>36}"
+             ] if decision.comparison else []
     for task, result in decision.comparison.items():
         low, high = result["difference_ci"]
         interval = f"{result['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
