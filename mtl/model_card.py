@@ -164,7 +164,7 @@ def _results_section(reports: dict, evaluated: bool) -> str:
     robust = {task: report["robustness"] for task, report in reports.items() if report.get("robustness")}
     if robust:
         perturbations = list(next(iter(robust.values())))
-        lines += ["", "Robustness: the primary metric on perturbed copies of the eval data (drop in brackets).", "",
+        lines += ["", "Robustness: the primary metric on perturbed eval data (the drop in parentheses).", "",
                   "| task | " + " | ".join(perturbations) + " |", "|---" * (len(perturbations) + 1) + "|"]
         lines += [f"| `{task}` | " + " | ".join(f"{values[p]['primary']:.4f} ({values[p]['drop']:+.4f})"
                                                for p in perturbations) + " |" for task, values in robust.items()]
