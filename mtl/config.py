@@ -228,11 +228,14 @@ def validate_config(raw: dict, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or '<top>'}: {issue['msg']}"
-            for issue in error.errors()
-        )
+        problems = field_problems(error, top="<top>")
         raise ConfigError(f"config error: {source}: {problems}") from None
+
+
+def field_problems(error: ValidationError, *, top: str) -> str:
+    """Every problem of a validation error, each after its dotted field path (``top`` for the whole)."""
+    return "; ".join(f"{'.'.join(str(part) for part in issue['loc']) or top}: {issue['msg']}"
+                     for issue in error.errors())
 
 
 def apply_override(raw: dict, override: str) -> None:

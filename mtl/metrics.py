@@ -108,6 +108,12 @@ def similarity_report(cosines: list[float], gold: list[float]) -> dict:
             "pearson": float(stats.pearsonr(cosines, gold).statistic), "pairs": len(cosines)}
 
 
+def evaluation_reports(evaluation: dict) -> dict[str, dict]:
+    """An evaluation's task reports, and the embedding's (``embedding_eval``) under ``embedding``."""
+    embedding = {"embedding": evaluation["embedding"]} if "embedding" in evaluation else {}
+    return {**evaluation.get("tasks", {}), **embedding}
+
+
 PRIMARY_METRIC = {"classification": "accuracy", "tagging": "f1", "similarity": "spearman"}
 # what a report or model card shows of each kind's metrics, the primary one first
 HEADLINE_METRICS = {"classification": ("accuracy", "macro_f1"), "tagging": ("f1", "precision", "recall"),

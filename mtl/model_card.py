@@ -15,7 +15,7 @@ import json
 from huggingface_hub import EvalResult, ModelCardData
 
 from mtl import storage
-from mtl.metrics import HEADLINE_METRICS
+from mtl.metrics import HEADLINE_METRICS, evaluation_reports
 
 CARD_FILE = "README.md"
 EVALUATION_FILE = "evaluation.json"
@@ -43,7 +43,7 @@ def model_card(description: dict, evaluation: dict | None, *, name: str, version
     settings, metadata = description["model"], description.get("metadata", {})
     config = metadata.get("config") or {}
     scored = evaluation or metadata.get("metrics") or {}
-    reports = {**scored.get("tasks", {}), **({"embedding": scored["embedding"]} if "embedding" in scored else {})}
+    reports = evaluation_reports(scored)
     front = ModelCardData(
         language=["en"], license="other", library_name="sentence-transformers",
         base_model=_base_model(settings["encoder"]), datasets=_training_files(config) or None,

@@ -12,6 +12,7 @@ from pathlib import Path
 from mtl import registry, storage
 from mtl.checkpoint import model_version
 from mtl.config import Config
+from mtl.metrics import evaluation_reports
 
 MODEL_ARTIFACT = "model"
 
@@ -37,8 +38,7 @@ def flat_params(value, prefix: str = "") -> dict[str, str]:
 
 def evaluation_metrics(evaluation: dict, prefix: str = "") -> dict[str, float]:
     """An evaluation's numbers as MLflow metric names: ``combined``, ``ner/f1``, ``embedding/spearman``."""
-    reports = {**evaluation.get("tasks", {}), **({"embedding": evaluation["embedding"]} if "embedding" in evaluation
-                                                 else {})}
+    reports = evaluation_reports(evaluation)
     metrics = {f"{prefix}combined": evaluation["combined"]} if "combined" in evaluation else {}
     metrics |= {f"{prefix}{task}/{name}": float(value) for task, report in reports.items()
                 for name, value in report.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}

@@ -8,13 +8,8 @@ import tempfile
 from pathlib import Path
 
 from mtl import storage
-from mtl.metrics import HEADLINE_METRICS
+from mtl.metrics import HEADLINE_METRICS, evaluation_reports
 from mtl.train.report import plot_confusion_matrices, plt, save_figure
-
-
-def every_report(report: dict) -> dict[str, dict]:
-    """The tasks' reports, and the embedding's under ``embedding``."""
-    return {**report["tasks"], **({"embedding": report["embedding"]} if "embedding" in report else {})}
 
 
 def write_report(report: dict, output: str) -> list[str]:
@@ -23,8 +18,9 @@ def write_report(report: dict, output: str) -> list[str]:
         local = Path(scratch)
         (local / "report.json").write_text(json.dumps(report, indent=2))
         (local / "report.md").write_text(markdown_report(report))
+        reports = evaluation_reports(report)
         files = [local / "report.json", local / "report.md", *plot_confusion_matrices(local, report),
-                 *_plot_class_scores(local, every_report(report)), *_plot_robustness(local, every_report(report))]
+                 *_plot_class_scores(local, reports), *_plot_robustness(local, reports)]
         published = []
         for file in files:
             published.append(storage.join(output, file.name))
@@ -39,7 +35,7 @@ def _value(report: dict, metric: str) -> str:
 
 def summary_table(report: dict) -> str:
     """The printed table: each task's headline metrics with their 95% intervals, and the robustness drops."""
-    reports = every_report(report)
+    reports = evaluation_reports(report)
     perturbations = report["options"]["perturbations"]
     lines = [f"{'task':<14} {'metric':<10} {'value [95% interval]':<28} "
              + " ".join(f"{'drop ' + name:>16}" for name in perturbations)]
@@ -58,7 +54,7 @@ def markdown_report(report: dict) -> str:
     lines = ["# Evaluation report", "",
              f"95% percentile-bootstrap intervals from {options['resamples']} resamples (seed {options['seed']}).",
              "", "```", summary_table(report), "```"]
-    for task, task_report in every_report(report).items():
+    for task, task_report in evaluation_reports(report).items():
         lines += ["", f"## {task} ({task_report['kind']}, {task_report['examples']} examples, "
                       f"`{task_report['source']}`)", ""]
         lines += _per_label_table(task_report)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from mtl import storage
 from mtl.checkpoint import model_version, read_model_description
-from mtl.config import EMBEDDING_METRICS, Config, DataSource
+from mtl.config import EMBEDDING_METRICS, Config, DataSource, field_problems
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
 from mtl.evaluation.analysis import error_analysis
@@ -144,9 +144,7 @@ def source_from_fields(path: str, fields: list[str]) -> DataSource:
     try:
         return DataSource.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(part) for part in issue['loc']) or 'data'}: {issue['msg']}"
-                             for issue in error.errors())
-        raise ConfigError(f"--column: {problems}") from None
+        raise ConfigError(f"--column: {field_problems(error, top='data')}") from None
 
 
 def evaluate_model(model: str, sets: dict[str, EvalSet], scorer: Scorer, options: EvaluationOptions) -> dict:

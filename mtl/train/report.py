@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from mtl.metrics import evaluation_reports
+
 matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -29,7 +31,8 @@ def plot_learning_curves(output: Path, history: list[dict]) -> list[Path]:
                        marker="o", color="tab:blue", label="train loss")
         loss_axis.set_xlabel("optimizer step")
         loss_axis.set_ylabel("train loss", color="tab:blue")
-        scored = [(entry["step"], _reports(entry)[task]["primary"]) for entry in history if task in _reports(entry)]
+        scored = [(entry["step"], evaluation_reports(entry)[task]["primary"]) for entry in history
+                  if task in evaluation_reports(entry)]
         if scored:
             metric_axis = loss_axis.twinx()
             metric_axis.plot(*zip(*scored), marker="s", color="tab:orange")
@@ -38,12 +41,6 @@ def plot_learning_curves(output: Path, history: list[dict]) -> list[Path]:
         figure.tight_layout()
         paths.append(save_figure(figure, output / f"learning_curve_{task}.png"))
     return paths
-
-
-def _reports(evaluation: dict) -> dict[str, dict]:
-    """The tasks' reports of one evaluation, and the embedding's (embedding_eval) under ``embedding``."""
-    embedding = {"embedding": evaluation["embedding"]} if "embedding" in evaluation else {}
-    return {**evaluation.get("tasks", {}), **embedding}
 
 
 def plot_confusion_matrices(output: Path, best: dict) -> list[Path]:
@@ -81,7 +78,7 @@ def save_figure(figure, path: Path) -> Path:
 def metrics_table(best: dict) -> str:
     """A plain-text table of the best evaluation's per-task metrics."""
     lines = [f"{'task':<16} {'metric':<10} {'score':>8}  {'macro-F1 / P / R':>20}"]
-    for task, report in _reports(best).items():
+    for task, report in evaluation_reports(best).items():
         if "accuracy" in report:
             lines.append(f"{task:<16} {'accuracy':<10} {report['accuracy']:>8.4f}  {report['macro_f1']:>20.4f}")
         elif "spearman" in report:
