@@ -153,12 +153,16 @@ def model_version(folder: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def embedding_dimension(folder: str | Path) -> int:
-    """The encoder's hidden size, from its config.json alone (no weights are read or fetched)."""
+def encoder_config(folder: str | Path):
+    """The encoder's Hugging Face config, from its config.json alone (no weights are read or fetched)."""
     from transformers import AutoConfig
 
-    encoder_config = json.loads(storage.read_text(storage.join(folder, "config.json")))
-    return AutoConfig.for_model(**encoder_config).hidden_size
+    return AutoConfig.for_model(**json.loads(storage.read_text(storage.join(folder, "config.json"))))
+
+
+def embedding_dimension(folder: str | Path) -> int:
+    """The encoder's hidden size."""
+    return encoder_config(folder).hidden_size
 
 
 def local_model_folder(folder: str | Path) -> Path:

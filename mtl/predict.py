@@ -127,7 +127,7 @@ class Predictor:
         tasks = list(self.specs) if tasks is None else list(tasks)
         _check_tasks(tasks, self.specs, self.task_specs)
         items = texts if words is None else words
-        check = self._check_text if words is None else self._check_words
+        check = self.check_text if words is None else self._check_words
         results: list[Prediction | None] = [None] * len(items)
         valid = []
         for index, item in enumerate(items):
@@ -150,7 +150,7 @@ class Predictor:
                 results[valid[position]] = answer
         return results
 
-    def _check_text(self, text) -> str | None:
+    def check_text(self, text) -> str | None:
         if text is None:
             return "text is null"
         if not isinstance(text, str):

@@ -15,7 +15,8 @@ layouts, chosen by ``model_deployment`` in serve_config.yaml:
 
 Colocated, a replica may serve several variants of an A/B test (``variants``), and a model given as
 ``models:/NAME@ALIAS`` follows the alias to each new version without a restart
-(``mtl.served_model``). ``RequestMetrics`` counts every answer in Ray's metrics.
+(``mtl.served_model``). ``mtl.serve_metrics`` counts every answer and the drift scores in Ray's
+metrics.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 
 from mtl import storage
+from mtl.drift import read_reference
+from mtl.inspection import Inspection, inspect_text
 from mtl.predict import Prediction, Predictor, check_backend
 from mtl.registry import is_registered, resolve_model
+from mtl.serve_metrics import EndpointMetrics, batch_size_histogram
 from mtl.served_model import ServedModel, answered_tasks
 from mtl.service import Router, create_api, model_info, single_model
 from mtl.service_schema import ServiceSettings
@@ -81,6 +85,7 @@ class BatchedPredictor:
         self._predict_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.failure: str | None = None
         self.counts = {"requests": 0, "batches": 0, "texts": 0}
+        self.batch_sizes = batch_size_histogram()
 
     def check(self) -> None:
         """Raise when the model is not loaded or has failed (e.g. a CUDA error)."""
@@ -100,12 +105,19 @@ class BatchedPredictor:
         self.counts["requests"] += 1
         return await self._predict_batch(Query(texts=texts, tasks=tasks))
 
+    async def inspect(self, text: str, layer: int, head: int, max_tokens: int) -> Inspection:
+        """On the event loop, as the batches run: never beside a prediction (``inspect_text``)."""
+        self._use_threads()
+        return inspect_text(self.predictor, text, layer=layer, head=head, max_tokens=max_tokens)
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_count_texts)
     async def _predict_batch(self, queries: list[Query]) -> list[list[Prediction]]:
         tasks = list(dict.fromkeys(task for query in queries for task in query.tasks))
         texts = [text for query in queries for text in query.texts]
         self.counts["batches"] += 1
         self.counts["texts"] += len(texts)
+        if self.batch_sizes is not None:
+            self.batch_sizes.observe(len(texts))
         self._use_threads()
         try:  # run on the event loop: requests arriving meanwhile queue up and form the next batch
             predictions = self.predictor.predict(texts, tasks=tasks)
@@ -150,6 +162,9 @@ class HandleBackend:
                 if attempt == self.retries:
                     raise
 
+    async def inspect(self, text: str, layer: int, head: int, max_tokens: int) -> Inspection:
+        return await self.handle.inspect.remote(text, layer, head, max_tokens)
+
     async def healthy(self) -> bool:
         try:
             return await asyncio.wait_for(self.handle.healthy.remote(), timeout=5)
@@ -173,6 +188,9 @@ class ModelReplica:
 
     async def predict(self, texts: list[str], tasks: list[str]) -> list[Prediction]:
         return await self.model.predict(texts, tasks)
+
+    async def inspect(self, text: str, layer: int, head: int, max_tokens: int) -> Inspection:
+        return await self.model.inspect(text, layer, head, max_tokens)
 
     async def healthy(self) -> bool:
         return await self.model.healthy()
@@ -206,25 +224,6 @@ class ServedBy:
         await self.app(scope, receive, send_with_node)
 
 
-class RequestMetrics:
-    """Ray metrics of the answered requests, by route, variant and model version (Serve adds the
-    application, deployment and replica): a count with the status, and a latency histogram."""
-
-    def __init__(self):
-        from ray.serve import metrics
-
-        self.requests = metrics.Counter("mtl_requests", description="requests answered, by route, variant, "
-                                        "model version and status", tag_keys=("route", "variant", "model", "status"))
-        self.latency = metrics.Histogram("mtl_request_seconds", description="time to answer a request",
-                                         boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-                                         tag_keys=("route", "variant", "model"))
-
-    def __call__(self, route: str, variant: str, model: str, status: int, seconds: float) -> None:
-        tags = {"route": route, "variant": variant, "model": model}
-        self.requests.inc(tags={**tags, "status": str(status)})
-        self.latency.observe(seconds, tags=tags)
-
-
 @serve.deployment(name="Endpoint", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64,
                   max_queued_requests=128, health_check_period_s=10)
 @serve.ingress()
@@ -237,7 +236,8 @@ class Endpoint:
         self.served: list[ServedModel] = []
         if model:
             info = model_info(self.settings.model)
-            self.router = single_model(HandleBackend(model, self.settings.retries), info)
+            self.router = single_model(HandleBackend(model, self.settings.retries), info,
+                                       read_reference(self.settings.model))
         else:
             def load(folder: str) -> BatchedPredictor:
                 return BatchedPredictor(self.settings.model_copy(update={"model": folder, "variants": None}))
@@ -247,7 +247,7 @@ class Endpoint:
             self.router = Router([served.variant for served in self.served])
 
     def __serve_build_asgi_app__(self):
-        app = create_api(self.router, self.settings, observe=RequestMetrics())
+        app = create_api(self.router, self.settings, sink=EndpointMetrics())
         app.add_middleware(ServedBy, node=ray.get_runtime_context().get_node_id())
         return app
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from mtl import storage
 from mtl.checkpoint import model_version
+from mtl.drift import read_reference
 from mtl.registry import is_registered, resolve_model
 from mtl.service import Backend, Loaded, Variant, model_info
 from mtl.service_schema import ModelInfo, VariantSettings
@@ -52,7 +53,7 @@ class ServedModel:
     def _loaded(self, folder: str) -> Loaded:
         registered = self.reference if is_registered(self.reference) else None
         info = model_info(folder).model_copy(update={"variant": self.name, "registered": registered})
-        return Loaded(self.load(folder), info)
+        return Loaded(self.load(folder), info, read_reference(folder))
 
     def reload(self) -> bool:
         """Look the reference up again; switch to a new version when there is one. True if it switched."""

@@ -20,23 +20,30 @@ import itertools
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from typing import Annotated, Protocol
 
 from fastapi import FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from mtl.checkpoint import embedding_dimension, model_version, read_model_description
+from mtl.checkpoint import encoder_config, model_version, read_model_description
+from mtl.drift import Reference
+from mtl.inspection import Inspection, InspectionError, NotInspectable, inspect_text
+from mtl.monitoring import EndpointMonitor, MetricsSink
 from mtl.predict import Prediction, Predictor
 from mtl.service_schema import (
     ERROR_RESPONSES,
+    DriftOut,
+    DriftResponse,
     EmbedResponse,
     EntityOut,
     Health,
+    InspectResponse,
     LabelOut,
     ModelInfo,
     PredictionOut,
@@ -46,9 +53,13 @@ from mtl.service_schema import (
     request_models,
 )
 
+WEB = files("mtl") / "web"   # the demo page, served at /
+
 
 class Backend(Protocol):
     async def predict(self, texts: list[str], tasks: list[str]) -> list[Prediction]: ...
+
+    async def inspect(self, text: str, layer: int, head: int, max_tokens: int) -> Inspection: ...
 
     async def healthy(self) -> bool: ...
 
@@ -64,16 +75,23 @@ class PredictorBackend:
         async with self._lock:
             return await asyncio.to_thread(self.predictor.predict, texts, tasks=tasks)
 
+    async def inspect(self, text: str, layer: int, head: int, max_tokens: int) -> Inspection:
+        async with self._lock:  # never beside a prediction: inspecting switches the attention kernel
+            return await asyncio.to_thread(inspect_text, self.predictor, text, layer=layer, head=head,
+                                           max_tokens=max_tokens)
+
     async def healthy(self) -> bool:
         return True
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """A model version ready to answer: its backend and what ``/v1/model`` says of it."""
+    """A model version ready to answer: its backend, what ``/v1/model`` says of it, and the
+    reference statistics its drift is measured against (None for a folder without them)."""
 
     backend: Backend
     info: ModelInfo
+    reference: Reference | None = None
 
 
 class Variant:
@@ -105,9 +123,9 @@ class Router:
         return self.variants[min(position, len(self.variants) - 1)]
 
 
-def single_model(backend: Backend, info: ModelInfo) -> Router:
+def single_model(backend: Backend, info: ModelInfo, reference: Reference | None = None) -> Router:
     """A router for one model and no A/B test."""
-    return Router([Variant("default", 1.0, Loaded(backend, info))])
+    return Router([Variant("default", 1.0, Loaded(backend, info, reference))])
 
 
 class AnswerCache:
@@ -135,35 +153,55 @@ def model_info(folder: str) -> ModelInfo:
     """What ``GET /v1/model`` answers, read from the model folder without loading the weights."""
     description = read_model_description(folder)
     settings, metadata = description["model"], description.get("metadata", {})
+    encoder = encoder_config(folder)
     return ModelInfo(
         version=model_version(folder), encoder=settings["encoder"], pooling=settings["pooling"],
         normalize=settings["normalize"], max_length=settings["max_length"],
-        embedding_dimension=embedding_dimension(folder),
+        embedding_dimension=encoder.hidden_size, layers=encoder.num_hidden_layers,
+        attention_heads=encoder.num_attention_heads,
         tasks=[TaskOut(name=task["name"], kind=task["kind"], labels=task["labels"]) for task in description["tasks"]],
         trained_at=metadata.get("trained_at"), metrics=metadata.get("metrics", {}))
 
 
-Observer = Callable[[str, str, str, int, float], None]   # route, variant, model version, status, seconds
 ClientKey = Annotated[str | None, Header(alias="X-Client-Key", description="keeps a client on one A/B variant")]
 
 
-def create_api(router: Router, settings: ServiceSettings, observe: Observer | None = None) -> FastAPI:
-    """The endpoint's FastAPI app: ``/v1/embed``, ``/v1/predict``, ``/v1/model``, ``/healthz``, ``/docs``.
+@dataclass
+class Exchange:
+    """What one request was answered with, for its metrics and its log line."""
+
+    texts: list[str] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+
+
+def create_api(router: Router, settings: ServiceSettings, sink: MetricsSink | None = None) -> FastAPI:
+    """The endpoint's FastAPI app: the demo page at ``/``; ``/v1/embed``, ``/v1/predict``,
+    ``/v1/inspect``, ``/v1/model``, ``/v1/drift``, ``/healthz``, ``/docs``.
 
     Every variant of ``router`` must answer the same tasks (the request schema lists them).
-    ``observe`` is told of every answered request (``mtl.serve`` counts them in Ray's metrics).
+    ``sink`` is told of every request, the texts it served and the drift scores after it
+    (``mtl.serve`` counts them in Ray's metrics).
     """
     first = router.variants[0].current.info
     answered = [task.name for task in first.tasks if task.kind != "similarity"]  # those with an output
-    embed_request, predict_request = request_models(settings, answered)
+    embed_request, predict_request, inspect_request = request_models(settings, answered, first)
     cache = AnswerCache(settings.cache_size)
+    monitor = EndpointMonitor(settings.drift, settings.request_log, sink)
     app = FastAPI(title="mtl: multi-task sentence transformer", version=first.version,
                   description=f"Embeddings, sentence labels and entities from one encoder ({first.encoder}).")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
 
-    async def answer(loaded: Loaded, texts: list[str], tasks: list[str]) -> list[Prediction]:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # rejected before any variant was chosen: counted, with no variant, version or latency
+        monitor.finished(request.url.path, 422, None, "", "", [], [])
+        return await _validation_error(request, exc)
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.mount("/web", StaticFiles(directory=str(WEB)), name="web")
+
+    async def answer(route: str, variant: Variant, loaded: Loaded, texts: list[str], tasks: list[str],
+                     exchange: Exchange) -> list[Prediction]:
         key = (loaded.info.version, *tasks)   # a cached answer is one version's
         found = [cache.get(text, key) for text in texts]
         missing = [index for index, prediction in enumerate(found) if prediction is None]
@@ -175,27 +213,35 @@ def create_api(router: Router, settings: ServiceSettings, observe: Observer | No
         failed = [index for index, prediction in enumerate(found) if prediction.error]
         if failed:
             raise HTTPException(422, f"texts.{failed[0]}: {found[failed[0]].error}")
+        exchange.texts, exchange.predictions = texts, found
+        monitor.served(route, variant.name, loaded.info.version, loaded.reference, texts, found,
+                       cache_hits=len(texts) - len(missing))
         return found
 
     async def observed(route: str, client_key: str | None, respond):
         variant = router.choose(client_key)
         loaded = variant.current   # this request's version, whatever a reload does meanwhile
+        exchange = Exchange()
         started, status = time.perf_counter(), 500
         try:
-            response = await respond(variant, loaded)
+            response = await respond(variant, loaded, exchange)
             status = 200
             return response
         except HTTPException as error:
             status = error.status_code
             raise
         finally:
-            if observe is not None:
-                observe(route, variant.name, loaded.info.version, status, time.perf_counter() - started)
+            monitor.finished(route, status, time.perf_counter() - started, variant.name, loaded.info.version,
+                             exchange.texts, exchange.predictions)
+
+    @app.get("/", include_in_schema=False)
+    async def demo() -> FileResponse:
+        return FileResponse(str(WEB / "index.html"))
 
     @app.post("/v1/embed", responses=ERROR_RESPONSES, summary="Embed texts")
     async def embed(request: embed_request, client_key: ClientKey = None) -> EmbedResponse:
-        async def respond(variant: Variant, loaded: Loaded) -> EmbedResponse:
-            predictions = await answer(loaded, request.texts, [])
+        async def respond(variant: Variant, loaded: Loaded, exchange: Exchange) -> EmbedResponse:
+            predictions = await answer("/v1/embed", variant, loaded, request.texts, [], exchange)
             return EmbedResponse(model=loaded.info.version, variant=variant.name,
                                  dimension=loaded.info.embedding_dimension,
                                  embeddings=[prediction.embedding.tolist() for prediction in predictions])
@@ -206,12 +252,31 @@ def create_api(router: Router, settings: ServiceSettings, observe: Observer | No
     async def predict(request: predict_request, client_key: ClientKey = None) -> PredictResponse:
         tasks = list(dict.fromkeys(request.tasks)) if request.tasks is not None else answered
 
-        async def respond(variant: Variant, loaded: Loaded) -> PredictResponse:
-            predictions = await answer(loaded, request.texts, tasks)
+        async def respond(variant: Variant, loaded: Loaded, exchange: Exchange) -> PredictResponse:
+            predictions = await answer("/v1/predict", variant, loaded, request.texts, tasks, exchange)
             return PredictResponse(model=loaded.info.version, variant=variant.name, results=[
                 _prediction_out(prediction, request.embedding) for prediction in predictions])
 
         return await observed("/v1/predict", client_key, respond)
+
+    @app.post("/v1/inspect", responses={**ERROR_RESPONSES, 501: ERROR_RESPONSES[501]},
+              summary="One text's tokens, token tags and attention weights (for the demo page)")
+    async def inspect(request: inspect_request, client_key: ClientKey = None) -> InspectResponse:
+        async def respond(variant: Variant, loaded: Loaded, _exchange: Exchange) -> InspectResponse:
+            try:
+                inspection = await loaded.backend.inspect(request.text, request.layer, request.head,
+                                                          settings.max_inspect_tokens)
+            except InspectionError as error:
+                raise HTTPException(422, str(error)) from None
+            except NotInspectable as error:
+                raise HTTPException(501, str(error)) from None
+            return InspectResponse(model=loaded.info.version, variant=variant.name, **asdict(inspection))
+
+        return await observed("/v1/inspect", client_key, respond)
+
+    @app.get("/v1/drift", summary="Drift scores of what this replica served, against the model's reference")
+    async def drift() -> DriftResponse:
+        return DriftResponse(variants=[_drift_out(monitor, variant, settings) for variant in router.variants])
 
     @app.get("/v1/model", summary="Tasks, labels, encoder, version and training metrics")
     async def describe(client_key: ClientKey = None) -> ModelInfo:
@@ -226,6 +291,16 @@ def create_api(router: Router, settings: ServiceSettings, observe: Observer | No
         return Health()
 
     return app
+
+
+def _drift_out(monitor: EndpointMonitor, variant: Variant, settings: ServiceSettings) -> DriftOut:
+    loaded = variant.current
+    window = monitor.window(variant.name, loaded.info.version, loaded.reference)
+    report = window.report() if window else None
+    return DriftOut(variant=variant.name, model=loaded.info.version, window=report.window if report else 0,
+                    scores=report.scores if report else {}, drifted=report.drifted if report else [],
+                    thresholds={"psi": settings.drift.psi_threshold, "embedding": settings.drift.embedding_threshold},
+                    reference=loaded.reference is not None)
 
 
 def _prediction_out(prediction: Prediction, embedding: bool) -> PredictionOut:

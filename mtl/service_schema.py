@@ -6,11 +6,14 @@ No ``from __future__ import annotations``: FastAPI and pydantic read these annot
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
 # at least one character that Python's str.isspace() (the Predictor's test for blank) does not
 # count as space; pydantic's \s lacks the separators \x1c-\x1f that Python counts
 NOT_BLANK = r"[^\s\x1c-\x1f]"
+# JSON Schema's integer admits 2.0; strict pydantic would not
+WholeNumber = Annotated[int, BeforeValidator(lambda value: int(value) if isinstance(value, float)
+                                             and value.is_integer() else value)]
 EXAMPLE_TEXTS = ["Alice flew to Paris with Acme Corp.", "What a wonderful, heartfelt film."]
 
 
@@ -22,6 +25,33 @@ class VariantSettings(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     model: str = Field(description="a model folder or models:/NAME@ALIAS, as the application's model")
     weight: float = Field(gt=0, description="share of the traffic, relative to the other variants' weights")
+
+
+class DriftSettings(BaseModel):
+    """How each replica watches what it serves against the model folder's reference statistics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: int = Field(1000, ge=10, description="texts in the sliding window each replica scores")
+    min_window: int = Field(200, ge=1, description="texts the window must hold before it is scored")
+    psi_threshold: float = Field(0.25, gt=0, description="population stability index of the input lengths or of "
+                                 "a task's labels past which the replica logs a warning")
+    embedding_threshold: float = Field(0.25, gt=0, description="distance of the window's mean embedding from the "
+                                       "reference mean, in reference spreads, past which it logs a warning")
+
+    def model_post_init(self, _context) -> None:
+        if self.min_window > self.window:
+            raise ValueError(f"drift.min_window ({self.min_window}) must not exceed drift.window ({self.window})")
+
+
+class RequestLogSettings(BaseModel):
+    """Sampled request logs: one JSON line per logged request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="a local file each replica appends JSON lines to (made if missing)")
+    sample_rate: float = Field(0.01, gt=0, le=1, description="share of the requests logged")
+    include_text: bool = Field(False, description="also log the texts: they may be personal data")
 
 
 class ServiceSettings(BaseModel):
@@ -52,6 +82,11 @@ class ServiceSettings(BaseModel):
     reload_interval_s: float = Field(30.0, ge=0, description="how often each replica looks up a models:/NAME@ALIAS "
                                      "model again and, when the alias has moved, loads the new version in the "
                                      "background and switches to it; 0 never looks again")
+
+    drift: DriftSettings = Field(DriftSettings(), description="drift scores against the model's reference")
+    request_log: RequestLogSettings | None = Field(None, description="sampled request logs (off by default)")
+    max_inspect_tokens: int = Field(128, ge=2, description="most tokens of the one text /v1/inspect takes "
+                                    "(its attention matrix grows with their square)")
 
     def model_post_init(self, _context) -> None:
         if self.max_texts > self.max_batch_texts:
@@ -120,11 +155,46 @@ class ModelInfo(BaseModel):
     normalize: bool
     max_length: int
     embedding_dimension: int
+    layers: int = Field(description="transformer layers of the encoder")
+    attention_heads: int = Field(description="attention heads per layer")
     tasks: list[TaskOut]
     trained_at: str | None = None
     metrics: dict = Field(default_factory=dict, description="validation metrics of the saved checkpoint")
     variant: str = Field("default", description="the A/B variant this model serves")
     registered: str | None = Field(None, description="the models:/ reference it was loaded from, if any")
+
+
+class TokenTagOut(BaseModel):
+    tag: str = Field(examples=["B-PER"])
+    score: float = Field(examples=[0.93])
+
+
+class InspectResponse(BaseModel):
+    model: str
+    variant: str
+    tokens: list[str] = Field(description="subword tokens, special tokens included")
+    tags: dict[str, list[TokenTagOut]] = Field(description="per tagging task, the tag and probability of each token")
+    layer: int
+    head: int
+    layers: int = Field(description="layers of the encoder")
+    heads: int = Field(description="attention heads per layer")
+    attention: list[list[float]] = Field(description="(tokens, tokens): row i is how token i attends to each token")
+    truncated: bool
+
+
+class DriftOut(BaseModel):
+    variant: str
+    model: str
+    window: int = Field(description="texts in this replica's window (the scores need at least min_window)")
+    scores: dict[str, float] = Field(description="length and labels/<task>: population stability index; "
+                                     "embedding: distance of the mean embedding in reference spreads")
+    thresholds: dict[str, float]
+    drifted: list[str] = Field(description="the scores past their threshold")
+    reference: bool = Field(description="false when the model folder holds no reference statistics")
+
+
+class DriftResponse(BaseModel):
+    variants: list[DriftOut]
 
 
 class Health(BaseModel):
@@ -141,11 +211,14 @@ ERROR_RESPONSES = {
     413: {"model": ErrorOut, "description": "request body over max_body_bytes"},
     422: {"model": ErrorOut, "description": "malformed JSON or a field out of its limits"},
     503: {"model": ErrorOut, "description": "overloaded or restarting; retry after Retry-After seconds"},
+    501: {"model": ErrorOut, "description": "the served backend cannot answer this route (onnx has no attention)"},
 }
 
 
-def request_models(settings: ServiceSettings, task_names: list[str]) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The embed and predict request models, with this endpoint's limits and tasks in their schema."""
+def request_models(settings: ServiceSettings, task_names: list[str],
+                   info: ModelInfo) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """The embed, predict and inspect request models, with this endpoint's limits, the model's tasks,
+    layers and heads in their schema."""
     text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=settings.max_chars,
                                             pattern=NOT_BLANK)]
     texts = Annotated[list[text], Field(min_length=1, max_length=settings.max_texts,
@@ -163,4 +236,14 @@ def request_models(settings: ServiceSettings, task_names: list[str]) -> tuple[ty
         tasks=(list[task] | None, Field(None, description=f"tasks to run (default all): {task_names}")),
         embedding=(bool, Field(False, description="also return each text's embedding")),
     )
-    return embed, predict
+    inspect = create_model(
+        "InspectRequest",
+        __config__=ConfigDict(**strict, json_schema_extra={"examples": [{"text": EXAMPLE_TEXTS[0], "layer": -1,
+                                                                          "head": 0}]}),
+        text=(text, Field(description=f"one non-blank text of at most {settings.max_chars} characters")),
+        layer=(WholeNumber, Field(-1, ge=-info.layers, lt=info.layers,
+                          description="the layer whose attention to return; negative counts from the last")),
+        head=(WholeNumber, Field(0, ge=-info.attention_heads, lt=info.attention_heads,
+                         description="the attention head of that layer; negative counts from the last")),
+    )
+    return embed, predict, inspect

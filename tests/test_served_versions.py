@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 from fastapi.testclient import TestClient
+from sinks import RecordingSink
 
 from mtl import registry
 from mtl.checkpoint import HEADS_FILE, model_version
@@ -45,11 +46,10 @@ def test_the_router_splits_by_weight_and_keeps_a_client_key_on_one_variant(tiny_
 
 def test_every_response_names_the_variant_and_version_that_answered(tiny_model_dir, second_model):
     router = Router([_variant("control", 1, tiny_model_dir), _variant("candidate", 1, second_model)])
-    seen = []
+    sink = RecordingSink()
     client = TestClient(create_api(router, ServiceSettings(variants=[
         VariantSettings(name="control", model=str(tiny_model_dir), weight=1),
-        VariantSettings(name="candidate", model=str(second_model), weight=1)]),
-        observe=lambda *call: seen.append(call)))
+        VariantSettings(name="candidate", model=str(second_model), weight=1)]), sink=sink))
     versions = {"control": model_version(tiny_model_dir), "candidate": model_version(second_model)}
     for number in range(20):
         body = client.post("/v1/predict", json={"texts": ["a fine film"]}, headers={"X-Client-Key": f"c{number}"})
@@ -57,8 +57,9 @@ def test_every_response_names_the_variant_and_version_that_answered(tiny_model_d
         assert body.json()["model"] == versions[body.json()["variant"]]
         described = client.get("/v1/model", headers={"X-Client-Key": f"c{number}"}).json()
         assert (described["variant"], described["version"]) == (body.json()["variant"], body.json()["model"])
-    assert {variant for _, variant, _, _, _ in seen} == {"control", "candidate"}
-    assert all(route == "/v1/predict" and status == 200 and seconds > 0 for route, _, _, status, seconds in seen)
+    assert {variant for _, variant, _, _, _ in sink.requests} == {"control", "candidate"}
+    assert all(route == "/v1/predict" and status == 200 and seconds > 0
+               for route, _, _, status, seconds in sink.requests)
 
 
 def test_settings_take_a_model_or_variants_with_distinct_names():

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import DEMO, s3_keys
@@ -17,6 +18,7 @@ from mtl import storage
 from mtl.checkpoint import load_model_folder
 from mtl.config import EMBEDDING_METRICS, validate_config
 from mtl.data.readers import read_rows
+from mtl.drift import read_reference, reference_statistics, reference_texts
 from mtl.predict import Predictor
 from mtl.train.evaluate import evaluate
 from mtl.train.trainer import fit
@@ -51,6 +53,13 @@ def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, ti
     assert summary.best["tasks"]["paraphrase"]["pairs"] == 64  # both workers' halves, gathered
     assert again["embedding"]["spearman"] == pytest.approx(summary.best["embedding"]["spearman"], abs=1e-6)
     assert summary.best["embedding"]["spearman"] == summary.best["tasks"]["paraphrase"]["spearman"]
+    # the reference statistics of drift: the held-out texts of every task, as the best model answers them
+    texts = reference_texts(config, config.train.reference_texts)
+    assert len(texts) == 100 + 100 + 2 * 64   # the two demo eval sets, and both sides of 64 pairs
+    stored_reference = read_reference(summary.best_model)
+    recomputed = reference_statistics(texts, predictor.predict(texts))
+    assert stored_reference.texts == len(texts) and stored_reference.labels == recomputed.labels
+    np.testing.assert_allclose(stored_reference.embedding_mean, recomputed.embedding_mean, atol=1e-6)
     # preservation ran on the classification and tagging batches: its loss is logged beside theirs
     assert all(entry["train_loss"][EMBEDDING_METRICS] > 0 for entry in summary.history)
     assert [spec.kind for spec in load_model_folder(summary.best_model).specs] == [

@@ -67,3 +67,20 @@ class SentenceEncoder(nn.Module):
         pooled = self.pooling(tokens, attention_mask)
         embedding = nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
         return EncoderOutput(token_embeddings=tokens, pooled=pooled, sentence_embedding=embedding)
+
+    def attentions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Every layer's attention weights, each ``(batch, heads, seq, seq)``, for looking at a text.
+
+        Fused attention kernels (sdpa, flash) never form the weights, so the transformer runs its
+        plain ("eager") attention for this call and is switched back after it: callers must not
+        run predictions on another thread meanwhile (the endpoint runs both on one thread or lock).
+        """
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        fused = self.transformer.config._attn_implementation
+        self.transformer.set_attn_implementation("eager")
+        try:
+            return self.transformer(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True,
+                                    **extra).attentions
+        finally:
+            self.transformer.set_attn_implementation(fused)

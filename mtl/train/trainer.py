@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 from mtl import storage
 from mtl.checkpoint import SPEC_FILE
 from mtl.config import Config, DataSource
+from mtl.drift import reference_texts, store_reference
 from mtl.errors import ConfigError
 from mtl.tracking import TrackedRun, log_training
 from mtl.train.continuation import inherited_specs, resolve_init_from
@@ -140,19 +141,20 @@ def fit(config: Config) -> TrainingSummary:
     best_checkpoint = result.get_best_checkpoint(metric="combined", mode="max")
     if best_checkpoint is None:
         raise RuntimeError("training reported no checkpoint")
-    summary = export_run(config.output, best_checkpoint, result.checkpoint)
+    summary = export_run(config, best_checkpoint, result.checkpoint)
     if config.mlflow is not None:
         summary.tracked = log_training(config, summary)
     return summary
 
 
-def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSummary:
-    """Copy the best model folder to ``<output>/best`` and write the reports beside it.
+def export_run(config: Config, best_checkpoint, latest_checkpoint) -> TrainingSummary:
+    """Copy the best model folder to ``<output>/best`` with its reference statistics, and write the
+    reports beside it.
 
     Everything is written to a local folder first and then published to ``output`` (local or a
     URI); the model folder's ``mtl.json`` goes last, so a reader never loads half a model.
     """
-    output = storage.absolute(output)
+    output = storage.absolute(config.output)
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch)
         with latest_checkpoint.as_directory() as folder:
@@ -160,6 +162,8 @@ def export_run(output: str, best_checkpoint, latest_checkpoint) -> TrainingSumma
         with best_checkpoint.as_directory() as folder:
             shutil.copytree(Path(folder) / MODEL_DIR, local / "best")
         best = json.loads((local / "best" / SPEC_FILE).read_text())["metadata"]["metrics"]
+        if config.train.reference_texts:
+            store_reference(local / "best", reference_texts(config, config.train.reference_texts))
         history = state["history"]
         # a worker's own rate; with W workers the job trains about W times as many sentences per second
         rate = state["train_sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
