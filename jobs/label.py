@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch threads per actor (default: a node's cores shared among its actors)")
     parser.add_argument("--max-length", type=int, help="token limit; longer texts are cut and flagged truncated")
     parser.add_argument("--rows-per-file", type=int, default=200_000, help="most rows in one output file")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own logs and Ray Data's progress bars here (always in Ray's log files)")
     parser.add_argument("--overwrite", action="store_true",
                         help="label again even if the output is complete (replaces the files of the earlier run)")
     return parser.parse_args(argv)
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from mtl.label_pipeline import LabelOptions, run_labeling
+    from mtl.progress import quiet_output
     from mtl.registry import resolve_model
 
     try:
@@ -88,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         max_actors=args.actors[1], cpus_per_actor=args.cpus_per_actor,
         threads_per_actor=args.threads_per_actor, max_length=args.max_length,
         rows_per_file=args.rows_per_file, overwrite=args.overwrite, output_shared=args.output_shared)
-    ray.init(ignore_reinit_error=True)
+    ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
     try:
-        summary = run_labeling(options)
+        summary = run_labeling(options, progress=not args.verbose)
     except (ValueError, FileNotFoundError, ModelFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

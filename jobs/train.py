@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", metavar="MODEL",
                         help="continue from a trained model: a model folder or models:/NAME@ALIAS "
                              "(sets model.init_from)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own logs and the workers' output here (always in Ray's log files)")
     return parser.parse_args(argv)
 
 
@@ -34,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         import ray
 
+        from mtl.progress import quiet_output
         from mtl.train.trainer import fit
 
-        ray.init(ignore_reinit_error=True, log_to_driver=True)
-        summary = fit(config)
+        ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
+        summary = fit(config, progress=not args.verbose)
     except (ConfigError, DataError, ModelFolderError) as error:
         print(error, file=sys.stderr)
         return 2

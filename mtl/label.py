@@ -16,6 +16,7 @@ Output columns, after every input column and ``row_id`` (see ``mtl.corpus``):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +84,8 @@ class BatchLabeler:
     def __init__(self, *, model: str, text_column: str | None, tokens_column: str | None,
                  tasks: list[str] | None, embedding: bool = True, embedding_dtype: str = "float32",
                  model_batch_size: int = 32, max_length: int | None = None, threads: int | None = None,
-                 backend: str = "torch", precision: str = "float32", json_lines: bool = False):
+                 backend: str = "torch", precision: str = "float32", json_lines: bool = False,
+                 on_rows: Callable[[int], None] | None = None):
         if threads:
             import torch
 
@@ -99,6 +101,7 @@ class BatchLabeler:
         self.embedding = embedding
         self.embedding_dtype = embedding_dtype
         self.json_lines = json_lines
+        self.on_rows = on_rows   # told how many rows each batch held (the job's progress bar)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.json_lines:
@@ -123,6 +126,8 @@ class BatchLabeler:
                                          embedding_dtype=self.embedding_dtype)
         for name, column in columns.items():
             batch = batch.append_column(name, column)
+        if self.on_rows is not None:
+            self.on_rows(len(batch))
         return batch
 
 

@@ -28,6 +28,7 @@ from mtl import label_output, storage
 from mtl.checkpoint import embedding_dimension, read_model_description
 from mtl.corpus import (
     estimate_row_bytes,
+    estimate_rows,
     expand_input,
     id_column,
     input_format,
@@ -35,6 +36,7 @@ from mtl.corpus import (
 )
 from mtl.label import BatchLabeler, output_columns
 from mtl.predict import check_backend
+from mtl.progress import Progress, RowCounter, progress_bar
 from mtl.tasks import TaskSpec
 
 # reading and writing Parquet is light next to the model: a quarter CPU each leaves the labeler
@@ -96,9 +98,10 @@ def check_options(options: LabelOptions) -> list[TaskSpec]:
     return [specs[task] for task in (options.tasks or specs)]
 
 
-def run_labeling(options: LabelOptions) -> LabelSummary:
+def run_labeling(options: LabelOptions, *, progress: bool = False) -> LabelSummary:
     """Label the corpus into ``options.output``; a complete output is left alone unless ``overwrite``,
-    an unfinished one (a killed run) is resumed."""
+    an unfinished one (a killed run) is resumed. With ``progress``, draw the rows as a bar on stderr
+    (its total estimated from the input's size, but for Parquet)."""
     specs = check_options(options)
     output = storage.absolute(options.output)
     check_output_reachable(output, shared=options.output_shared, nodes=sum(node["Alive"] for node in ray.nodes()))
@@ -114,8 +117,10 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
     files, filesystem = expand_input(options.input)
     fmt = input_format(files, options.input_format)
     _configure_streaming(options)
-    with _checkpointed(output, id_column(fmt)):  # a dataset keeps the context it was made in: turn it on before reading
-        labeled = _label(options, specs, files, filesystem, fmt)  # checks the input before anything is written
+    total = estimate_rows(files, filesystem, fmt) if progress else None
+    # a dataset keeps the context it was made in: turn checkpointing on before reading
+    with _checkpointed(output, id_column(fmt)), progress_bar("labeling", "row", total=total, enabled=progress) as bar:
+        labeled = _label(options, specs, files, filesystem, fmt, bar)  # checks the input before anything is written
         run = label_output.begin_run(output, files, overwrite=options.overwrite)
         already_written = set(storage.list_files(run.data))
         labeled.write_parquet(run.data, max_rows_per_file=options.rows_per_file, ray_remote_args={"num_cpus": IO_CPUS})
@@ -125,7 +130,8 @@ def run_labeling(options: LabelOptions) -> LabelSummary:
                         seconds=time.perf_counter() - started, resumed_rows=resumed_rows)
 
 
-def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str) -> ray.data.Dataset:
+def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str,
+           progress: Progress | None = None) -> ray.data.Dataset:
     """The corpus read, cut into batches and labeled by the actor pool (lazily: nothing runs yet)."""
     plan = _cluster_plan(options)
     dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS, readers=max(1, plan.max_actors // 4))
@@ -137,7 +143,8 @@ def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], files
     # blocks of one batch each, so that every actor gets work however the input is split into files
     return dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
         BatchLabeler,
-        fn_constructor_kwargs=_labeler_arguments(options, fmt, plan.threads),
+        fn_constructor_kwargs={**_labeler_arguments(options, fmt, plan.threads),
+                               "on_rows": RowCounter(progress.name) if progress is not None else None},
         batch_size=rows_per_batch,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors,

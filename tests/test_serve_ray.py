@@ -9,6 +9,8 @@ import asyncio
 import concurrent.futures
 import copy
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,7 +52,8 @@ def endpoint_config(tight_model: str, port: int, main_model: str) -> dict:
     tight["deployments"][0].pop("autoscaling_config")
     main = copy.deepcopy(tight)
     main.update(name="mtl", route_prefix="/")
-    main["args"].update(model=main_model, model_deployment=True, batch_wait_timeout_s=0.05)
+    main["args"].update(model=main_model, model_deployment=True, batch_wait_timeout_s=0.05,
+                        drift={"window": 50, "min_window": 10})
     main["deployments"] = [
         {"name": "Endpoint", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
         {"name": "ModelReplica", "num_replicas": 2, "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0.5}},
@@ -60,14 +63,19 @@ def endpoint_config(tight_model: str, port: int, main_model: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def s3_model(tiny_model_dir, s3_server) -> str:
-    """The tiny model folder uploaded to the session's S3 server, as a cluster would serve it."""
+def s3_model(tiny_model_dir, s3_server, tmp_path_factory) -> str:
+    """The tiny model folder, with reference statistics for drift, uploaded to the session's S3
+    server, as a cluster would serve it."""
     import boto3
 
     from mtl import storage
+    from mtl.drift import store_reference
 
+    folder = tmp_path_factory.mktemp("watched") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    store_reference(folder, TEXTS * 10)
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="serving")
-    storage.upload_folder(tiny_model_dir, "s3://serving/model", last="mtl.json")
+    storage.upload_folder(folder, "s3://serving/model", last="mtl.json")
     return "s3://serving/model"
 
 
@@ -156,6 +164,33 @@ def test_every_route_answers_through_serve(endpoint, ray_local):
     assert requests.get(f"{endpoint}/docs", timeout=10).status_code == 200
     bad = requests.post(f"{endpoint}/v1/predict", json={"texts": ["a"] * 9}, timeout=10)
     assert bad.status_code == 422 and bad.json()["error"].startswith("texts:")
+
+
+def test_the_demo_page_inspection_and_drift_run_through_serve_and_every_metric_reaches_prometheus(
+        endpoint, ray_local):
+    assert requests.get(f"{endpoint}/", timeout=10).text.startswith("<!doctype html>")
+    # through the model replicas' handle
+    inspected = requests.post(f"{endpoint}/v1/inspect", json={"text": "Alice flew to Paris", "head": 1}, timeout=30)
+    assert inspected.status_code == 200, inspected.text
+    assert inspected.json()["layers"] == 2 and len(inspected.json()["attention"]) == len(inspected.json()["tokens"])
+    truncated = "a very long sentence that the tiny model with its sixteen tokens must cut short " * 2
+    for _ in range(4):
+        assert requests.post(f"{endpoint}/v1/predict", json={"texts": [*TEXTS, truncated]}, timeout=30).ok
+    drift = requests.get(f"{endpoint}/v1/drift", timeout=10).json()["variants"][0]
+    assert drift["reference"] and drift["window"] >= 16
+    assert set(drift["scores"]) == {"length", "embedding", "labels/sentiment", "labels/ner"}
+    # every metric the shipped Grafana dashboard and alerting rules read is exported by Ray
+    monitoring = REPO / "monitoring"
+    wanted = set(re.findall(r"ray_mtl_\w+", (monitoring / "grafana_dashboard.json").read_text()
+                            + (monitoring / "alerts.yml").read_text()))
+    assert len(wanted) == 9
+    port = ray_local.nodes()[0]["MetricsExportPort"]
+
+    def exported() -> set[str]:
+        scrape = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return {line.split("{")[0] for line in scrape.splitlines() if line.startswith("ray_mtl_")}
+
+    wait_until(lambda: wanted <= exported(), seconds=60)
 
 
 def test_the_model_on_s3_is_served_from_one_cached_copy_per_node(endpoint, tiny_model_dir, model_cache):

@@ -147,7 +147,7 @@ def _set_up(loop_config: dict) -> Worker:
                                          keep_in_memory_rows=config.train.keep_in_memory_rows,
                                          reference=reference)
                    for index, spec in enumerate(specs)}
-        worker = _worker(config, specs, featurizer, streams, rank, world_size)
+        worker = _worker(config, specs, featurizer, streams, rank, world_size, board=loop_config.get("progress"))
         if folder:
             _restore(worker.checkpointed, folder, rank)
     if rank != 0:  # the epoch's loss totals of every rank are rank 0's to carry
@@ -157,7 +157,7 @@ def _set_up(loop_config: dict) -> Worker:
 
 
 def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, streams: dict[str, TaskStream],
-            rank: int, world_size: int) -> Worker:
+            rank: int, world_size: int, board=None) -> Worker:
     """The model on this worker's device and everything that trains it, as a new run."""
     settings = config.train
     torch.manual_seed(settings.seed)  # the same initial weights on every rank
@@ -186,7 +186,7 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
                   checkpointed=checkpointed, freezing=freezing, streams=streams, mixer=mixer,
                   allreduce_clock=AllReduceClock.attach(module),
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
-                                     every=settings.log_every_steps))
+                                     every=settings.log_every_steps, board=board))
 
 
 def _restore(checkpointed: RunState, folder: Path, rank: int) -> None:
@@ -382,19 +382,25 @@ def _record_evaluation(worker: Worker, results: dict, train_losses: dict[str, fl
 
 
 class _Progress:
-    """Rank 0 prints step, loss per task, throughput and ETA every ``every`` steps."""
+    """Rank 0 posts each step to the driver's progress board (``mtl.progress``), when it has one, and
+    logs step, loss per task, throughput and ETA every ``every`` steps (in Ray's worker logs)."""
 
-    def __init__(self, *, rank: int, world_size: int, total_steps: int, every: int):
+    def __init__(self, *, rank: int, world_size: int, total_steps: int, every: int, board=None):
         self.rank, self.world_size, self.total_steps, self.every = rank, world_size, total_steps, every
-        self.started, self.first_step = time.perf_counter(), None
+        self.board = board if rank == 0 else None
+        self.started, self.first_step, self.posted = time.perf_counter(), None, 0.0
 
     def log(self, state: TrainState, epochs: int) -> None:
         if self.first_step is None:
             self.first_step = state.step - 1
+        rate = state.train_sentences * self.world_size / max(state.train_seconds, 1e-9)
+        if self.board is not None and (time.perf_counter() - self.posted > 0.5 or state.step == self.total_steps):
+            self.posted = time.perf_counter()
+            self.board.set.remote(state.step, self.total_steps,
+                                  f"epoch {state.epoch + 1}/{epochs}, {rate:.1f} sentences/s")
         if self.rank != 0 or (state.step % self.every and state.step != self.total_steps):
             return
         elapsed = time.perf_counter() - self.started
-        rate = state.train_sentences * self.world_size / max(state.train_seconds, 1e-9)
         eta = elapsed / (state.step - self.first_step) * (self.total_steps - state.step)
         losses = " ".join(f"{task} {value:.3f}" for task, value in _mean_losses(state).items())
         logger.info("[mtl] epoch %d/%d step %d/%d | loss %s | %.1f sentences/s | eta %.0fs",

@@ -29,6 +29,7 @@ from mtl.checkpoint import SPEC_FILE
 from mtl.config import Config, DataSource
 from mtl.drift import reference_texts, store_reference
 from mtl.errors import ConfigError
+from mtl.progress import progress_bar
 from mtl.tracking import TrackedRun, log_training
 from mtl.train.continuation import inherited_specs, resolve_init_from
 from mtl.train.data import plan_training_data
@@ -70,9 +71,10 @@ def use_gpu(config: Config) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def build_trainer(config: Config) -> TorchTrainer:
+def build_trainer(config: Config, progress=None) -> TorchTrainer:
     """A TorchTrainer for ``config``. The data is counted and checked here, before any worker starts
-    (``plan_training_data``); the workers then read and tokenize their shares on Ray Data."""
+    (``plan_training_data``); the workers then read and tokenize their shares on Ray Data, and rank 0
+    posts its steps to ``progress`` (a ``mtl.progress.ProgressBoard``), when given."""
     config = resolve_init_from(_paths_for_workers(config))
     specs, plans = plan_training_data(config)
     if config.model.init_from:
@@ -83,7 +85,7 @@ def build_trainer(config: Config) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.model_dump(), "specs": [spec.to_dict() for spec in specs],
-                           "data": {task: asdict(plan) for task, plan in plans.items()}},
+                           "data": {task: asdict(plan) for task, plan in plans.items()}, "progress": progress},
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": settings.cpus_per_worker,
                                                            **({"GPU": 1} if gpu else {})},
@@ -133,9 +135,11 @@ def checkpoint_storage(config: Config, *, nodes: int) -> str:
     return location
 
 
-def fit(config: Config) -> TrainingSummary:
-    """Train, then export the best model folder, metrics.json and plots under ``config.output``."""
-    result = build_trainer(config).fit()
+def fit(config: Config, *, progress: bool = False) -> TrainingSummary:
+    """Train, then export the best model folder, metrics.json and plots under ``config.output``;
+    with ``progress``, draw the steps as a bar on stderr."""
+    with progress_bar("training", "step", enabled=progress) as bar:
+        result = build_trainer(config, bar and bar.board).fit()
     if result.error:
         raise result.error
     best_checkpoint = result.get_best_checkpoint(metric="combined", mode="max")
