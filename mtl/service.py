@@ -2,13 +2,15 @@
 version (A/B variant) that answers each request. The schema is ``mtl.service_schema``.
 
 ``create_api`` builds the FastAPI app around a *backend*, anything with
-``async predict(texts, tasks) -> list[Prediction]`` and ``async healthy() -> bool``. Ray Serve
+``async predict(texts, tasks) -> list[Prediction]``, ``async inspect(...)`` (``mtl.inspection``) and
+``async healthy() -> bool``. Ray Serve
 plugs in a batched model, in the HTTP replica or behind a deployment handle (``mtl.serve``); tests
 and a single-process server plug in ``PredictorBackend``, which calls a ``Predictor`` directly. Either way the answers
 come from ``Predictor.predict``, the same code bulk labeling runs.
 
 Every bad request gets a 4xx with a JSON body ``{"error": "...", "detail": ...}`` that names the
-field at fault. (Overload is Serve's to answer: 503 with ``Retry-After`` once the queue is full.)
+field at fault (``mtl.service_errors``). (Overload is Serve's to answer: 503 with ``Retry-After``
+once the queue is full.) What each replica watches, drift and request logs, is ``mtl.monitoring``.
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime,
@@ -25,7 +27,6 @@ from importlib.resources import files
 from typing import Annotated, Protocol
 
 from fastapi import FastAPI, Header, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -36,6 +37,7 @@ from mtl.drift import Reference
 from mtl.inspection import Inspection, InspectionError, NotInspectable, inspect_text
 from mtl.monitoring import EndpointMonitor, MetricsSink
 from mtl.predict import Prediction, Predictor
+from mtl.service_errors import BodyLimit, http_error, validation_error
 from mtl.service_schema import (
     ERROR_RESPONSES,
     DriftOut,
@@ -194,10 +196,10 @@ def create_api(router: Router, settings: ServiceSettings, sink: MetricsSink | No
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # rejected before any variant was chosen: counted, with no variant, version or latency
         monitor.finished(request.url.path, 422, None, "", "", [], [])
-        return await _validation_error(request, exc)
+        return await validation_error(request, exc)
 
     app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.mount("/web", StaticFiles(directory=str(WEB)), name="web")
 
     async def answer(route: str, variant: Variant, loaded: Loaded, texts: list[str], tasks: list[str],
@@ -309,51 +311,3 @@ def _prediction_out(prediction: Prediction, embedding: bool) -> PredictionOut:
         entities={task: [EntityOut(**vars(entity)) for entity in spans] for task, spans in prediction.entities.items()},
         embedding=prediction.embedding.tolist() if embedding else None,
         truncated=prediction.truncated)
-
-
-def _error(status: int, error: str, detail=None, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": error, "detail": detail}, headers=headers)
-
-
-async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming the first bad field (``texts.3``), without echoing the input back."""
-    errors = [{"loc": [str(part) for part in error["loc"]], "msg": error["msg"], "type": error["type"]}
-              for error in exc.errors()]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    where = ".".join(part for part in first["loc"] if part != "body") or "body"
-    return _error(422, f"{where}: {first['msg']}", jsonable_encoder(errors))
-
-
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-    # FastAPI answers an undecodable body with a bare 400 "There was an error parsing the body"
-    error = "body: cannot be decoded as UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)
-    return _error(exc.status_code, error, headers=getattr(exc, "headers", None))
-
-
-class BodyLimit:
-    """ASGI middleware: a body over ``max_bytes`` gets 413 before it is read in full or parsed."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _error(413, self._message())(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:  # a chunked body that does not say its length
-                raise HTTPException(413, self._message())
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    def _message(self) -> str:
-        return f"body: larger than the limit of {self.max_bytes} bytes"
