@@ -116,8 +116,7 @@ class BatchedPredictor:
         texts = [text for query in queries for text in query.texts]
         self.counts["batches"] += 1
         self.counts["texts"] += len(texts)
-        if self.batch_sizes is not None:
-            self.batch_sizes.observe(len(texts))
+        self.batch_sizes.observe(len(texts))
         self._use_threads()
         try:  # run on the event loop: requests arriving meanwhile queue up and form the next batch
             predictions = self.predictor.predict(texts, tasks=tasks)
