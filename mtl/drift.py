@@ -17,8 +17,9 @@ reference:
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -156,6 +157,29 @@ class DriftReport:
     drifted: list[str] = field(default_factory=list)   # the scores past their threshold
 
 
+class _SlidingCounts:
+    """How often each key occurs in the last ``size`` items (an item is a list of keys), kept up to
+    date as items come and go, so that scoring a window costs the same however large it is."""
+
+    def __init__(self, size: int):
+        self.items: deque[list] = deque()
+        self.size = size
+        self.counts: Counter = Counter()
+
+    def add(self, keys: list) -> None:
+        if len(self.items) == self.size:
+            self.counts.subtract(self.items.popleft())
+        self.items.append(keys)
+        self.counts.update(keys)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def shares(self, keys: list) -> list[float]:
+        total = sum(self.counts.values())
+        return [self.counts[key] / total for key in keys]
+
+
 class DriftWindow:
     """The last ``size`` texts an endpoint served (and, per task, the labels of the last ``size``
     texts it answered for that task), scored against a reference once it holds ``min_window``."""
@@ -165,15 +189,15 @@ class DriftWindow:
         self.reference = reference
         self.size, self.min_window = size, min_window
         self.thresholds = thresholds or DriftThresholds()
-        self._lengths: deque[int] = deque(maxlen=size)
+        self._length_bins = _SlidingCounts(size)
+        self._labels = {task: _SlidingCounts(size) for task in reference.labels}
         self._embeddings: deque[np.ndarray] = deque(maxlen=size)
         self._embedding_sum = np.zeros(len(reference.embedding_mean))
-        self._labels = {task: deque(maxlen=size) for task in reference.labels}   # per text, its labels
         self._mean = np.asarray(reference.embedding_mean)
 
     def add(self, text: str, prediction) -> None:
         """One served text and its answer (a ``Prediction`` without error)."""
-        self._lengths.append(len(text))
+        self._length_bins.add([bisect.bisect_right(self.reference.length_edges, len(text))])
         if prediction.embedding is not None:
             if len(self._embeddings) == self.size:
                 self._embedding_sum -= self._embeddings[0]
@@ -182,34 +206,26 @@ class DriftWindow:
             self._embedding_sum += vector
         for task, labels in predicted_labels(prediction).items():
             if task in self._labels:
-                self._labels[task].append(labels)
+                self._labels[task].add(labels)
 
     def report(self) -> DriftReport:
-        report = DriftReport(window=len(self._lengths))
+        report = DriftReport(window=len(self._length_bins))
         if report.window < self.min_window:
             return report
-        bins = np.searchsorted(self.reference.length_edges, np.fromiter(self._lengths, float), side="right")
-        report.scores["length"] = population_stability_index(
-            self.reference.length_shares, _shares(np.bincount(bins, minlength=len(self.reference.length_shares))))
+        bins = list(range(len(self.reference.length_shares)))
+        report.scores["length"] = population_stability_index(self.reference.length_shares,
+                                                             self._length_bins.shares(bins))
         if len(self._embeddings) >= self.min_window:
             distance = np.linalg.norm(self._embedding_sum / len(self._embeddings) - self._mean)
             report.scores["embedding"] = float(distance / max(self.reference.embedding_spread, 1e-12))
         for task, labels in self._labels.items():
             if len(labels) >= self.min_window:
-                report.scores[f"labels/{task}"] = _label_psi(self.reference.labels[task], labels)
+                reference = self.reference.labels[task]
+                names = sorted(set(reference) | {name for name, count in labels.counts.items() if count})
+                report.scores[f"labels/{task}"] = population_stability_index(
+                    [reference.get(name, 0.0) for name in names], labels.shares(names))
         report.drifted = [name for name, score in report.scores.items() if score > self.threshold(name)]
         return report
 
     def threshold(self, score: str) -> float:
         return self.thresholds.embedding if score == "embedding" else self.thresholds.psi
-
-
-def _label_psi(reference: dict[str, float], texts: deque) -> float:
-    served: dict[str, int] = {}
-    for labels in texts:
-        for label in labels:
-            served[label] = served.get(label, 0) + 1
-    names = sorted(set(reference) | set(served))
-    total = sum(served.values())
-    return population_stability_index([reference.get(name, 0.0) for name in names],
-                                      [served.get(name, 0) / total for name in names])
