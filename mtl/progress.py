@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 POLL_SECONDS = 0.5
 LOG_SECONDS = 30
@@ -72,7 +73,9 @@ def progress_bar(description: str, unit: str, *, total: int | None = None, enabl
     from tqdm import tqdm
 
     name = f"mtl-progress-{uuid.uuid4().hex}"
-    board = ProgressBoard.options(name=name).remote()
+    # on this node: a cluster that loses another node (and recovers) keeps its bar
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = ProgressBoard.options(name=name, scheduling_strategy=here).remote()
     if total is not None:
         board.set.remote(0, total)
     # in a log file (no terminal) every redraw is kept: redraw rarely there
@@ -81,7 +84,10 @@ def progress_bar(description: str, unit: str, *, total: int | None = None, enabl
     stop = threading.Event()
 
     def draw() -> None:
-        done, expected, note = ray.get(board.read.remote())
+        try:
+            done, expected, note = ray.get(board.read.remote(), timeout=10)
+        except (ray.exceptions.RayError, TimeoutError):   # a bar never fails the job it draws
+            return
         if expected is not None and expected != bar.total:
             bar.total = max(expected, done)
         bar.set_postfix_str(note, refresh=False)
@@ -100,7 +106,7 @@ def progress_bar(description: str, unit: str, *, total: int | None = None, enabl
         thread.join()
         draw()
         bar.close()
-        ray.kill(board)
+        ray.kill(board, no_restart=True)
 
 
 def quiet_output(verbose: bool) -> dict:
