@@ -42,8 +42,8 @@ class ProgressBoard:
 
 class RowCounter:
     """Posts rows done to the board named ``board``, from any process (a labeler actor calls it after
-    each batch). It holds the board's name, not its handle: an actor's constructor arguments that
-    hold a handle go to the object store, which Ray warns of for restartable actors."""
+    each batch). It holds the board's name and looks the actor up on first use, so that the
+    labeler's constructor arguments stay plain data."""
 
     def __init__(self, board: str):
         self.board, self._handle = board, None
