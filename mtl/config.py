@@ -74,10 +74,35 @@ class DataSource(_Frozen):
         return self
 
 
+class Augmentation(_Frozen):
+    """Training rows changed on the fly, differently in every pass (seeded): each row is augmented
+    with probability ``rows``, by one of the operations whose rate is above 0, picked at random.
+
+    Classification (EDA, Wei and Zou, 2019), each a share of the sentence's words: ``deletion``
+    drops words, ``swap`` swaps pairs of words, ``insertion`` inserts words of other training
+    sentences. Tagging, label-preserving: ``entity_substitution`` replaces each entity with this
+    probability by another of the same type from the training data, ``case`` changes the
+    sentence's case (lower, upper or title) with this probability.
+    """
+
+    rows: float = Field(default=0.5, gt=0, le=1)
+    deletion: float = Field(default=0.0, ge=0, lt=1)
+    swap: float = Field(default=0.0, ge=0, le=1)
+    insertion: float = Field(default=0.0, ge=0, le=1)
+    entity_substitution: float = Field(default=0.0, ge=0, le=1)
+    case: float = Field(default=0.0, ge=0, le=1)
+
+
+_AUGMENTATIONS = {"classification": ("deletion", "swap", "insertion"),
+                  "tagging": ("entity_substitution", "case"), "similarity": ()}
+
+
 class TaskConfig(_Frozen):
     """One task: a name, a kind, and its training and evaluation data.
 
     A similarity task has no head: it trains the sentence embedding itself on sentence pairs.
+    ``head_only_steps``: for the run's first N optimizer steps, this task's batches train its head
+    only (the encoder gets no gradient from them), so a new head settles before it pulls the encoder.
     """
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -86,11 +111,29 @@ class TaskConfig(_Frozen):
     eval: DataSource | None = None
     weight: float = Field(default=1.0, gt=0)
     learning_rate: float | None = Field(default=None, gt=0)
+    head_only_steps: int = Field(default=0, ge=0)
+    augment: Augmentation | None = None
 
     @model_validator(mode="after")
     def _similarity_eval_is_scored(self) -> TaskConfig:
         if self.kind == "similarity" and self.eval is not None and self.eval.score_column is None:
             raise ValueError("eval.score_column: a similarity task is scored on pairs with a score")
+        if self.kind == "similarity" and self.head_only_steps:
+            raise ValueError("head_only_steps: a similarity task has no head")
+        return self
+
+    @model_validator(mode="after")
+    def _augmentation_fits_the_kind(self) -> TaskConfig:
+        if self.augment is None:
+            return self
+        allowed = _AUGMENTATIONS[self.kind]
+        chosen = [name for name in ("deletion", "swap", "insertion", "entity_substitution", "case")
+                  if getattr(self.augment, name)]
+        wrong = [name for name in chosen if name not in allowed]
+        if wrong:
+            raise ValueError(f"augment.{wrong[0]}: not for a {self.kind} task (it takes {list(allowed) or 'none'})")
+        if not chosen:
+            raise ValueError(f"augment: no operation has a rate above 0 (a {self.kind} task takes {list(allowed)})")
         return self
 
 
@@ -105,6 +148,8 @@ class ModelConfig(_Frozen):
     # continue from a trained model: a model folder (local or a URI) or a registered version
     # (models:/NAME@production); its encoder, and the heads of tasks with the same name and labels
     init_from: str | None = None
+    # layer pruning before training: "every_other" (layers 1, 3, 5, ...), N (the lowest N) or a list
+    keep_layers: Literal["every_other"] | int | list[int] | None = None
 
 
 class GradualUnfreezing(_Frozen):
@@ -138,12 +183,14 @@ class TrainConfig(_Frozen):
     # reading it once (a few bytes per token); larger shares are read again by Ray Data every pass
     keep_in_memory_rows: int = Field(default=200_000, ge=0)
     seed: int = 42
-    # task mixing: which task each batch comes from
-    mixing: Literal["proportional", "temperature", "round_robin"] = "proportional"
+    # task mixing: which task each batch comes from; all_tasks: every step a batch of every task
+    mixing: Literal["proportional", "temperature", "round_robin", "all_tasks"] = "proportional"
     temperature: float = Field(default=2.0, gt=0)
-    # loss weighting across tasks
-    loss_weighting: Literal["static", "uncertainty", "dwa"] = "static"
+    # loss weighting across tasks; gradnorm and pcgrad need every task's gradient in a step (all_tasks)
+    loss_weighting: Literal["static", "uncertainty", "dwa", "gradnorm", "pcgrad"] = "static"
     dwa_temperature: float = Field(default=2.0, gt=0)
+    gradnorm_alpha: float = Field(default=1.5, ge=0)
+    gradnorm_learning_rate: float = Field(default=0.025, gt=0)
     # optimizer and schedule
     learning_rate: float = Field(default=5e-5, gt=0)
     head_learning_rate: float = Field(default=1e-3, gt=0)
@@ -151,7 +198,10 @@ class TrainConfig(_Frozen):
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     warmup_steps: int | None = Field(default=None, ge=0)
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    schedule: Literal["linear", "cosine", "constant", "triangular", "cosine_restarts"] = "linear"
+    # cyclical schedules: this many cycles after warm-up, the rate falling to cycle_min_ratio x its peak
+    cycles: int = Field(default=4, ge=1)
+    cycle_min_ratio: float = Field(default=0.1, ge=0, lt=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
     grad_accumulation: int = Field(default=1, ge=1)
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
@@ -174,6 +224,28 @@ class TrainConfig(_Frozen):
     # a local storage_path that every node of the cluster mounts (NFS): allowed on several nodes
     storage_shared: bool = False
 
+    @model_validator(mode="after")
+    def _gradient_strategies_see_every_task(self) -> TrainConfig:
+        if self.loss_weighting in ("gradnorm", "pcgrad") and self.mixing != "all_tasks":
+            raise ValueError(f"loss_weighting: {self.loss_weighting} compares the tasks' gradients in each step; "
+                             "set mixing: all_tasks")
+        return self
+
+
+class Distillation(_Frozen):
+    """Train the model (the student) to answer as ``teacher`` does on every task at once: each
+    classification and tagging batch adds ``soft_weight`` times the soft-target loss against the
+    teacher's heads at ``temperature`` and ``embedding_weight`` times the squared distance to the
+    teacher's sentence embedding; ``label_weight`` scales the task's own loss on its labels. The
+    teacher is a model folder (local or a URI) or a registered version; it must have every task
+    with a head, and the student its tokenizer (``jobs.distill`` builds such a student)."""
+
+    teacher: str
+    temperature: float = Field(default=2.0, gt=0)
+    soft_weight: float = Field(default=1.0, ge=0)
+    label_weight: float = Field(default=1.0, ge=0)
+    embedding_weight: float = Field(default=1.0, ge=0)
+
 
 class MlflowConfig(_Frozen):
     """Log the run to MLflow: params, every evaluation's metrics, plots and the model folder; with
@@ -195,6 +267,7 @@ class Config(_Frozen):
     tasks: list[TaskConfig] = Field(min_length=1)
     train: TrainConfig = TrainConfig()
     embedding_eval: DataSource | None = None
+    distill: Distillation | None = None
     mlflow: MlflowConfig | None = None
 
     @model_validator(mode="after")
@@ -246,11 +319,16 @@ def apply_override(raw: dict, override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"config error: --set {override!r}: expected key.sub=value")
+    set_field(raw, key, yaml.safe_load(text))
+
+
+def set_field(raw: dict, key: str, value) -> None:
+    """Set the dotted field ``key`` (``train.learning_rate``, ``tasks.0.weight``) of a raw config dict."""
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: depth + 1]), create=True)
-    _assign(node, parts[-1], yaml.safe_load(text), key)
+    _assign(node, parts[-1], value, key)
 
 
 def _child(node, part: str, where: str, create: bool):

@@ -183,3 +183,27 @@ def test_unknown_task_kind_and_train_key_are_config_errors(raw):
     raw["train"]["epoch"] = 3
     with pytest.raises(ConfigError, match=r"train\.epoch: Extra inputs are not permitted"):
         validate_config(raw)
+
+
+def test_an_augmented_task_is_augmented_anew_each_pass_and_alike_on_every_run(ray_local, raw):
+    from mtl.config import Augmentation
+
+    specs, plans = plan_training_data(validate_config(raw))
+    augment = Augmentation(rows=1.0, deletion=0.3)
+
+    def sentiment_stream(augment):
+        featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(raw["model"]["encoder"]), max_length=32)
+        return TaskStream(plans["sentiment"], specs[0], featurizer=featurizer, batch_size=16, seed=7, task_index=0,
+                          rank=0, world_size=1, keep_in_memory_rows=10_000, augment=augment)
+
+    def passes(stream, count=2):
+        return [sorted(tuple(row["input_ids"]) for _ in range(4) for row in stream.next_batch()) for _ in range(count)]
+
+    plain, augmented, again = sentiment_stream(None), sentiment_stream(augment), sentiment_stream(augment)
+    assert plain.in_memory and not augmented.in_memory  # each pass must be augmented anew
+    plain_passes, augmented_passes = passes(plain), passes(augmented)
+    assert plain_passes[0] == plain_passes[1]
+    assert augmented_passes[0] != augmented_passes[1]
+    assert all(len(augmented_row) < len(plain_row) for augmented_row, plain_row in  # words were deleted
+               zip(sorted(augmented_passes[0], key=len), sorted(plain_passes[0], key=len)))
+    assert passes(again) == augmented_passes

@@ -157,3 +157,28 @@ def test_two_workers_without_eval_data_decide_alike_and_share_dwa_weights(ray_lo
         first, second = entry["weights_by_rank"]
         assert first == second == entry["weights"]
     assert any(entry["weights"] != {"sentiment": 1.0, "ner": 1.0} for entry in summary.history), "DWA never moved"
+
+
+@pytest.mark.parametrize("strategy", ["gradnorm", "pcgrad"])
+def test_two_workers_balance_the_gradients_of_every_task_in_each_step(ray_local, tiny_encoder_dir, tmp_path,
+                                                                       strategy):
+    """A step of every task, accumulated over two micro-batches and averaged across ranks by hand
+    (DDP's own all-reduce is off for these steps): the ranks must stay in step, GradNorm's weights
+    the same on both, and a head-only task and a cyclical schedule must run beside it."""
+    raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), num_workers=2, mixing="all_tasks",
+                      loss_weighting=strategy, grad_accumulation=2, schedule="triangular", cycles=2,
+                      eval_every_steps=2, preserve_embedding={"weight": 1.0})
+    raw["tasks"][0]["head_only_steps"] = 2
+    summary = fit(validate_config(raw))
+    # 64 rows per task, 32 per rank: 2 batches of 16 per task; 2 all-task micro-batches per step
+    assert summary.steps == expected_steps(64, 2, 16, 2, accumulation=2, tasks=1)
+    assert len(summary.history) == 2
+    for entry in summary.history:
+        first, second = entry["weights_by_rank"]
+        assert first == second == entry["weights"]
+        assert set(entry["train_loss"]) == {"sentiment", "ner", EMBEDDING_METRICS}
+        assert all(math.isfinite(loss) for loss in entry["train_loss"].values())
+    if strategy == "gradnorm":
+        weights = summary.history[-1]["weights"]
+        assert sum(weights.values()) == pytest.approx(2.0)
+        assert weights != {"sentiment": 1.0, "ner": 1.0}, "GradNorm never moved the weights"

@@ -6,6 +6,7 @@ the model answers them with its embedding.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -53,14 +54,16 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, *, tasks: list[str] | None = None,
-                labels: dict[str, torch.Tensor] | None = None) -> MultiTaskOutput:
-        """Encode once, run the heads of ``tasks`` (default: all), and a loss for each task in ``labels``."""
+                labels: dict[str, torch.Tensor] | None = None, train_encoder: bool = True) -> MultiTaskOutput:
+        """Encode once, run the heads of ``tasks`` (default: all), and a loss for each task in ``labels``;
+        with ``train_encoder=False`` the losses reach the heads only (no graph through the encoder)."""
         tasks = list(self.specs) if tasks is None else tasks
         labels = labels or {}
         unknown = sorted(set(tasks) - set(self.specs))
         if unknown:
             raise KeyError(f"unknown task(s) {unknown}; the model has {sorted(self.specs)}")
-        encoded = self.encoder(input_ids, attention_mask, token_type_ids)
+        with contextlib.nullcontext() if train_encoder else torch.no_grad():
+            encoded = self.encoder(input_ids, attention_mask, token_type_ids)
         logits = {}
         for task in tasks:
             tagging = self.specs[task].kind == "tagging"

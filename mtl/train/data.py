@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 import ray.data
 
 from mtl import storage
-from mtl.config import Config, DataSource, TaskConfig
+from mtl.config import Augmentation, Config, DataSource, TaskConfig
 from mtl.corpus import ROW_BITS, ROW_ID, expand_input
+from mtl.data.augmentation import Augmenter
 from mtl.data.features import Featurizer
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError, DataError
@@ -176,12 +177,13 @@ class TaskStream:
     training and a pass ahead: the tokenizer is loaded once per worker, not once per Ray task
     process, and starting a pass never stalls a training step. A share of at most
     ``keep_in_memory_rows`` rows is read once and kept, tokenized; later passes take the same rows
-    in the same order from memory, so the batches are the same either way.
+    in the same order from memory, so the batches are the same either way. An augmented task
+    (``augment``) is read again every pass, since each pass augments its rows anew.
     """
 
     def __init__(self, data: TaskData, spec: TaskSpec, *, featurizer: Featurizer, batch_size: int, seed: int,
                  task_index: int, rank: int, world_size: int, draws: int = 0, keep_in_memory_rows: int = 0,
-                 reference: ReferenceEmbedder | None = None):
+                 reference: ReferenceEmbedder | None = None, augment: Augmentation | None = None):
         self.data, self.spec, self.featurizer, self.batch_size = data, spec, featurizer, batch_size
         # embedding preservation: each row's embedding by the pretrained encoder, made as it is tokenized
         self.reference = reference if spec.kind != "similarity" else None
@@ -193,7 +195,9 @@ class TaskStream:
         self.batches_per_pass = math.ceil(self.rows_per_rank / batch_size)
         self.window_rows = batch_size * max(1, WINDOW_ROWS // batch_size)
         self._first_pass, skip = divmod(draws, self.batches_per_pass)
-        self._kept = KeptRows(self.window_rows) if self.rows_per_rank <= keep_in_memory_rows else None
+        self._augmenter = Augmenter(augment, spec.kind) if augment else None
+        kept = self.rows_per_rank <= keep_in_memory_rows and self._augmenter is None
+        self._kept = KeptRows(self.window_rows) if kept else None
         # the reading starts now, so that it overlaps whatever the worker does before training
         self._batches = self._every_batch(Ahead(window for data_pass in itertools.count(self._first_pass)
                                                 for window in self._windows(data_pass)))
@@ -231,10 +235,14 @@ class TaskStream:
     def _read_windows(self, data_pass: int) -> Iterator[tuple[np.ndarray, list[dict]]]:
         """The pass's rows for this rank in reading order, tokenized, with the file number of each."""
         taken = 0
-        for window in _rebatched(self._read_runs(data_pass), self.window_rows):
+        for index, window in enumerate(_rebatched(self._read_runs(data_pass), self.window_rows)):
             window = window.slice(0, self.rows_per_rank - taken)
             taken += window.num_rows
-            features = self._features(window.to_pylist())
+            rows = window.to_pylist()
+            if self._augmenter is not None:
+                generator = np.random.default_rng([self.seed, self.task_index, data_pass, self.rank, index])
+                rows = self._augmenter.augment(rows, generator)
+            features = self._features(rows)
             if self.reference is not None:
                 self.reference.add_embeddings(features)
             yield window[ROW_ID].to_numpy() >> ROW_BITS, features

@@ -3,7 +3,8 @@
 - AdamW with weight decay on weight matrices only (not on biases and LayerNorm weights);
 - one learning rate for the encoder, decayed layer by layer towards the embeddings when
   ``layer_decay < 1``, and one per head (the task's own, or ``head_learning_rate``);
-- linear warm-up, then linear or cosine decay (``transformers.get_scheduler``);
+- linear warm-up, then linear or cosine decay (``transformers.get_scheduler``), or cyclical rates:
+  triangular (Smith, 2017) and cosine with warm restarts (Loshchilov and Hutter, 2017);
 - freezing: the encoder, its embeddings or its lowest k layers for the whole run
   (``requires_grad=False``, which also saves their backward pass), and gradual unfreezing (the
   top layer first, one more every N steps or epochs).
@@ -15,6 +16,8 @@ parameter that starts training later must be in that set from the start.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 
 import torch
@@ -62,8 +65,9 @@ def parameter_groups(model: MultiTaskModel, extra: torch.nn.Module, config: Trai
     for task, head in model.heads.items():
         for name, parameter in head.named_parameters():
             add(parameter, head_learning_rates.get(task, config.head_learning_rate), name)
+    extra_rate = config.gradnorm_learning_rate if config.loss_weighting == "gradnorm" else config.head_learning_rate
     for parameter in extra.parameters():
-        grouped.setdefault((config.head_learning_rate, False), []).append(parameter)
+        grouped.setdefault((extra_rate, False), []).append(parameter)
     return [{"params": params, "lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
             for (lr, decay), params in grouped.items()]
 
@@ -73,10 +77,39 @@ def build_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
-    """Warm-up (``warmup_steps``, else ``warmup_ratio`` of all optimizer steps), then the decay."""
+    """Warm-up (``warmup_steps``, else ``warmup_ratio`` of all optimizer steps), then the decay or the cycles."""
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * total_steps)
-    return get_scheduler(_SCHEDULES[config.schedule], optimizer, num_warmup_steps=min(warmup, total_steps),
-                         num_training_steps=total_steps)
+    warmup = min(warmup, total_steps)
+    if config.schedule in _SCHEDULES:
+        return get_scheduler(_SCHEDULES[config.schedule], optimizer, num_warmup_steps=warmup,
+                             num_training_steps=total_steps)
+    factor = functools.partial(cyclical_factor, shape=config.schedule, warmup=warmup, total=total_steps,
+                               cycles=config.cycles, min_ratio=config.cycle_min_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def cyclical_factor(step: int, *, shape: str, warmup: int, total: int, cycles: int, min_ratio: float) -> float:
+    """The share of its peak rate a parameter group gets at ``step`` of a cyclical schedule.
+
+    After a linear warm-up, ``cosine_restarts`` runs ``cycles`` cosine decays from the peak to
+    ``min_ratio`` of it, each restarting at the peak. ``triangular`` falls linearly to the floor and
+    climbs back ``cycles`` times; the run ends at the floor of its last fall (``2 * cycles - 1``
+    equal segments), so the last model is not trained at the peak rate.
+    """
+    if step < warmup:
+        return step / warmup
+    progress = min((step - warmup) / max(1, total - warmup), 1.0)
+    if shape == "cosine_restarts":
+        phase = 1.0 if progress == 1.0 else progress * cycles % 1.0
+        height = 0.5 * (1 + math.cos(math.pi * phase))
+    elif shape == "triangular":
+        segments = 2 * cycles - 1
+        segment = min(int(progress * segments), segments - 1)
+        within = progress * segments - segment
+        height = 1 - within if segment % 2 == 0 else within
+    else:
+        raise ValueError(f"unknown cyclical schedule {shape!r}")
+    return min_ratio + (1 - min_ratio) * height
 
 
 class FreezingPlan:
