@@ -18,7 +18,7 @@ from mtl.data.augmentation import (
 )
 from mtl.tasks import bio_spans
 
-WORDS = "the film is a quiet and moving portrait of grief".split()
+WORDS = ["the", "film", "is", "a", "quiet", "and", "moving", "portrait", "of", "grief"]
 TAGGED = [
     {"tokens": ["John", "Smith", "visited", "Paris", "."], "tags": ["B-PER", "I-PER", "O", "B-LOC", "O"]},
     {"tokens": ["Acme", "hired", "Mary", "in", "Berlin"], "tags": ["B-ORG", "O", "B-PER", "O", "B-LOC"]},
