@@ -18,6 +18,7 @@ from mtl.checkpoint import HEADS_FILE, ModelBundle, build_model, local_model_fol
 from mtl.config import Config, ModelConfig
 from mtl.data.features import Featurizer
 from mtl.errors import ConfigError, DataError
+from mtl.model.pruning import prune_layers
 from mtl.tasks import TaskSpec
 
 
@@ -55,7 +56,15 @@ def inherited_specs(specs: list[TaskSpec], folder: str) -> list[TaskSpec]:
 
 def initial_bundle(settings: ModelConfig, specs: list[TaskSpec], featurizer: Featurizer) -> ModelBundle:
     """The model a run starts from: the pretrained encoder with fresh heads, or with
-    ``settings.init_from`` its encoder and the heads of the tasks it shares with ``specs``."""
+    ``settings.init_from`` its encoder and the heads of the tasks it shares with ``specs``; with
+    ``settings.keep_layers``, its encoder pruned to those layers."""
+    bundle = _starting_bundle(settings, specs, featurizer)
+    if settings.keep_layers is not None:
+        prune_layers(bundle.model, settings.keep_layers)
+    return bundle
+
+
+def _starting_bundle(settings: ModelConfig, specs: list[TaskSpec], featurizer: Featurizer) -> ModelBundle:
     if settings.init_from is None:
         return build_model(settings, specs, featurizer=featurizer)
     folder = local_model_folder(settings.init_from)

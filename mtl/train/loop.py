@@ -20,22 +20,28 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 from torch import nn
 
 from mtl.checkpoint import ModelBundle, build_featurizer
-from mtl.config import EMBEDDING_METRICS, Config
+from mtl.config import EMBEDDING_METRICS, Config, Distillation
 from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
+from mtl.errors import ConfigError
+from mtl.model.distillation import embedding_distance, soft_target_loss
+from mtl.model.freezing import encoder_layers
 from mtl.model.similarity import preservation_loss
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import initial_bundle
 from mtl.train.data import TaskData, TaskStream
+from mtl.train.distillation import TEACHER_EMBEDDING, TEACHER_LOGITS, add_teacher_outputs, load_teacher
 from mtl.train.evaluate import add_counts, evaluation_counts, reports_from_counts
+from mtl.train.gradients import average_gradients, gradient_norm, pcgrad_backward
 from mtl.train.optim import (
     FreezingPlan,
     build_optimizer,
@@ -51,33 +57,55 @@ from mtl.train.weighting import LossWeighting
 # print() shows every line twice on the driver; logging shows it once
 logger = logging.getLogger(__name__)
 
+# loss weightings that combine the tasks' gradients of a step themselves (mtl.train.gradients)
+GRADIENT_BALANCING = ("gradnorm", "pcgrad")
 
 
 class TrainingModule(nn.Module):
     """The model and the loss weighting in one module, so that DDP keeps both in sync;
     ``preservation_weight`` scales the embedding preservation loss of batches that carry a reference."""
 
-    def __init__(self, model: nn.Module, weighting: LossWeighting, preservation_weight: float = 0.0):
+    def __init__(self, model: nn.Module, weighting: LossWeighting, preservation_weight: float = 0.0,
+                 distillation: Distillation | None = None):
         super().__init__()
         self.model = model
         self.weighting = weighting
         self.preservation_weight = preservation_weight
+        self.distillation = distillation
 
-    def forward(self, task: str, batch: dict[str, torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """-> (the task's loss, the loss to back-propagate, the preservation loss when the batch has
-        reference embeddings)."""
-        labels = batch.pop("labels", None)
-        reference = batch.pop(REFERENCE, None)
-        if self.model.task_specs[task].kind == "similarity":
-            loss = self.model.similarity_loss(batch, scores=labels)
-            return loss, self.weighting(task, loss), None
-        output = self.model(**batch, tasks=[task], labels={task: labels})
-        loss = output.losses[task]
-        if reference is None:
-            return loss, self.weighting(task, loss), None
-        preservation = preservation_loss(output.embeddings, reference)
-        return loss, self.weighting(task, loss) + self.preservation_weight * preservation, preservation
+    def forward(self, batches: dict[str, dict[str, torch.Tensor]], head_only: frozenset[str] = frozenset()
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One batch per task -> (each task's loss, each task's loss to back-propagate: weighted, with
+        its batch's preservation loss, and the preservation loss of each batch that had a reference).
+        The tasks in ``head_only`` train their heads only: no gradient and no preservation. A batch
+        with the teacher's outputs (distillation) has a task loss of its labels and the soft
+        targets, and adds the distance to the teacher's embedding to its objective."""
+        losses, objectives, preservations = {}, {}, {}
+        for task, batch in batches.items():
+            labels = batch.pop("labels", None)
+            reference = batch.pop(REFERENCE, None)
+            teacher = (batch.pop(TEACHER_LOGITS, None), batch.pop(TEACHER_EMBEDDING, None))
+            if self.model.task_specs[task].kind == "similarity":
+                losses[task] = self.model.similarity_loss(batch, scores=labels)
+                objectives[task] = self.weighting(task, losses[task])
+                continue
+            output = self.model(**batch, tasks=[task], labels={task: labels}, train_encoder=task not in head_only)
+            losses[task] = output.losses[task]
+            objectives[task] = self.weighting(task, losses[task])
+            if teacher[0] is not None:
+                losses[task], objectives[task] = self._distilled(task, output, labels, *teacher)
+            if reference is not None and task not in head_only:
+                preservations[task] = preservation_loss(output.embeddings, reference)
+                objectives[task] = objectives[task] + self.preservation_weight * preservations[task]
+        return losses, objectives, preservations
+
+    def _distilled(self, task: str, output, labels: torch.Tensor, teacher_logits: torch.Tensor,
+                   teacher_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        settings = self.distillation
+        soft = soft_target_loss(output.logits[task], teacher_logits, settings.temperature, labels)
+        loss = settings.label_weight * output.losses[task] + settings.soft_weight * soft
+        embedding = settings.embedding_weight * embedding_distance(output.embeddings, teacher_embedding)
+        return loss, self.weighting(task, loss) + embedding
 
 
 @dataclass
@@ -98,6 +126,7 @@ class Worker:
     mixer: TaskMixer
     progress: _Progress
     allreduce_clock: AllReduceClock | None   # with several workers
+    teacher: nn.Module | None = None         # distillation's, frozen
 
     @property
     def state(self) -> TrainState:
@@ -110,10 +139,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     worker = _set_up(loop_config)
     settings, state = worker.config.train, worker.state
     while state.epoch < settings.epochs and not state.stopped_early:
-        schedule = worker.mixer.schedule(state.epoch)
+        steps = worker.mixer.steps(state.epoch)
         worker.module.train()
-        while state.position < len(schedule):
-            end_of_epoch = _train_step(worker, schedule)
+        while state.position < len(steps):
+            end_of_epoch = _train_step(worker, steps)
             if end_of_epoch is None:  # gradients accumulated, no optimizer step yet
                 continue
             if end_of_epoch or (settings.eval_every_steps and state.step % settings.eval_every_steps == 0):
@@ -145,7 +174,7 @@ def _set_up(loop_config: dict) -> Worker:
                                          task_index=index, rank=rank, world_size=world_size,
                                          draws=draws.get(spec.name, 0),
                                          keep_in_memory_rows=config.train.keep_in_memory_rows,
-                                         reference=reference)
+                                         reference=reference, augment=config.tasks[index].augment)
                    for index, spec in enumerate(specs)}
         worker = _worker(config, specs, featurizer, streams, rank, world_size, board=loop_config.get("progress"))
         if folder:
@@ -159,21 +188,21 @@ def _set_up(loop_config: dict) -> Worker:
 def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, streams: dict[str, TaskStream],
             rank: int, world_size: int, board=None) -> Worker:
     """The model on this worker's device and everything that trains it, as a new run."""
-    settings = config.train
+    settings, worker_device = config.train, ray.train.torch.get_device()
     torch.manual_seed(settings.seed)  # the same initial weights on every rank
     bundle = initial_bundle(config.model, specs, featurizer)
     torch.manual_seed(settings.seed + 1 + rank)  # dropout of its own on each rank
     weighting = LossWeighting(strategy=settings.loss_weighting, tasks=[spec.name for spec in specs],
                               static_weights={task.name: task.weight for task in config.tasks},
-                              dwa_temperature=settings.dwa_temperature)
+                              dwa_temperature=settings.dwa_temperature, gradnorm_alpha=settings.gradnorm_alpha)
     freezing = FreezingPlan(settings)
     freezing.apply_static(bundle.model)
     mixer = TaskMixer(batch_counts={name: stream.batches_per_pass for name, stream in streams.items()},
                       strategy=settings.mixing, temperature=settings.temperature, seed=settings.seed)
     preservation = settings.preserve_embedding
     module = ray.train.torch.prepare_model(
-        TrainingModule(bundle.model, weighting, preservation.weight if preservation else 0.0),
-        # note: each step runs one task's head, so the other heads get no gradient that step
+        TrainingModule(bundle.model, weighting, preservation.weight if preservation else 0.0, config.distill),
+        # note: a step may run one task's head, so the other heads get no gradient that step
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
     head_rates = {task.name: task.learning_rate for task in config.tasks if task.learning_rate}
@@ -182,9 +211,10 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
     checkpointed = RunState(bundle=bundle, weighting=weighting, optimizer=optimizer,
                             scheduler=build_scheduler(optimizer, settings, total_steps), progress=TrainState())
     return Worker(config=config, specs=specs, eval_rows=_eval_share(config, rank, world_size), rank=rank,
-                  world_size=world_size, device=ray.train.torch.get_device(), bundle=bundle, module=module,
+                  world_size=world_size, device=worker_device, bundle=bundle, module=module,
                   checkpointed=checkpointed, freezing=freezing, streams=streams, mixer=mixer,
                   allreduce_clock=AllReduceClock.attach(module),
+                  teacher=load_teacher(config.distill.teacher, worker_device) if config.distill else None,
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
                                      every=settings.log_every_steps, board=board))
 
@@ -198,30 +228,36 @@ def _restore(checkpointed: RunState, folder: Path, rank: int) -> None:
                 checkpointed.progress.step)
 
 
-def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
-    """Forward and backward on the schedule's next batch, and an optimizer step when the gradient
-    accumulation is complete. Returns None when no step was taken, else whether the epoch ended."""
+def _train_step(worker: Worker, steps: list[tuple[str, ...]]) -> bool | None:
+    """Forward and backward on the next step's batches (one task's, or one of every task), and an
+    optimizer step when the gradient accumulation is complete. Returns None when no step was taken,
+    else whether the epoch ended."""
     settings, state = worker.config.train, worker.state
     started = time.perf_counter()
-    task = schedule[state.position]
-    state.draws[task] = state.draws.get(task, 0) + 1
-    batch = {name: tensor.to(worker.device) for name, tensor in
-             worker.bundle.featurizer.collate(worker.streams[task].next_batch()).items()}
+    batches = {}
+    for task in steps[state.position]:
+        state.draws[task] = state.draws.get(task, 0) + 1
+        batches[task] = {name: tensor.to(worker.device) for name, tensor in
+                         worker.bundle.featurizer.collate(worker.streams[task].next_batch()).items()}
+        if worker.teacher is not None and worker.streams[task].spec.has_head:
+            with _autocast(settings.mixed_precision, worker.device):
+                add_teacher_outputs(worker.teacher, task, batches[task], worker.bundle.featurizer.input_names)
+    sentences = sum(len(batch["input_ids"]) for batch in batches.values())
     state.position += 1
-    stepping = state.position % settings.grad_accumulation == 0 or state.position == len(schedule)
-    sync = contextlib.nullcontext() if stepping or worker.world_size == 1 else worker.module.no_sync()
+    stepping = state.position % settings.grad_accumulation == 0 or state.position == len(steps)
+    balancing = settings.loss_weighting in GRADIENT_BALANCING
+    synced = stepping and not balancing  # balancing averages the gradients itself, once they are whole
+    sync = contextlib.nullcontext() if synced or worker.world_size == 1 else worker.module.no_sync()
     with sync:  # one block: DDP's no_sync() can be entered only once
         with _autocast(settings.mixed_precision, worker.device):
-            loss, weighted, preservation = worker.module(task, batch)
-        (weighted / settings.grad_accumulation).backward()
-    for sums, counts in ((state.loss_sums, state.loss_counts), (state.epoch_loss_sums, state.epoch_loss_counts)):
-        sums[task] = sums.get(task, 0.0) + loss.item()
-        counts[task] = counts.get(task, 0) + 1
-    if preservation is not None:  # logged beside the tasks' losses; loss weighting never sees it
-        state.loss_sums[EMBEDDING_METRICS] = state.loss_sums.get(EMBEDDING_METRICS, 0.0) + preservation.item()
-        state.loss_counts[EMBEDDING_METRICS] = state.loss_counts.get(EMBEDDING_METRICS, 0) + 1
-    state.train_sentences += len(batch["input_ids"])
+            losses, objectives, preservations = worker.module(batches, head_only=_head_only(worker))
+        _backward(worker, losses, objectives)
+    _add_losses(state, {task: loss.item() for task, loss in losses.items()},
+                {task: loss.item() for task, loss in preservations.items()})
+    state.train_sentences += sentences
     if stepping:
+        if balancing:
+            average_gradients(list(worker.module.parameters()), worker.world_size)
         _optimizer_step(worker)
     state.train_seconds += time.perf_counter() - started
     if worker.allreduce_clock:
@@ -230,13 +266,64 @@ def _train_step(worker: Worker, schedule: list[str]) -> bool | None:
     if not stepping:
         return None
     worker.progress.log(state, settings.epochs)
-    end_of_epoch = state.position == len(schedule)
+    end_of_epoch = state.position == len(steps)
     if end_of_epoch:
         state.epoch, state.position = state.epoch + 1, 0
         # every rank must take the same weights: from the losses of all ranks, not its own
         worker.checkpointed.weighting.end_epoch(_mean_across_ranks(state.epoch_loss_sums, state.epoch_loss_counts))
         state.epoch_loss_sums, state.epoch_loss_counts = {}, {}
     return end_of_epoch
+
+
+def _head_only(worker: Worker) -> frozenset[str]:
+    """The tasks whose batches still train only their heads (``head_only_steps``)."""
+    return frozenset(task.name for task in worker.config.tasks if worker.state.step < task.head_only_steps)
+
+
+def _backward(worker: Worker, losses: dict[str, torch.Tensor], objectives: dict[str, torch.Tensor]) -> None:
+    """The step's gradients, added to ``.grad``: PCGrad's projected sum, or the summed objectives'
+    (after GradNorm's weight gradient, taken from the same graph)."""
+    settings, state = worker.config.train, worker.state
+    scale = 1 / settings.grad_accumulation
+    model, weighting = worker.bundle.model, worker.checkpointed.weighting
+    if settings.loss_weighting == "pcgrad":
+        shared = [parameter for parameter in model.encoder.parameters() if parameter.requires_grad]
+        own = [parameter for module in (model.heads, weighting) for parameter in module.parameters()
+               if parameter.requires_grad]
+        order = np.random.default_rng([settings.seed, state.epoch, state.position, worker.rank])
+        pcgrad_backward(objectives, shared, own, order, scale)
+        return
+    if settings.loss_weighting == "gradnorm":
+        _add_gradnorm_gradient(worker, losses, scale)
+    (sum(objectives.values()) * scale).backward()
+
+
+def _add_gradnorm_gradient(worker: Worker, losses: dict[str, torch.Tensor], scale: float) -> None:
+    """GradNorm's gradient for the task weights, from each task's gradient norm on the top encoder layer."""
+    weighting = worker.checkpointed.weighting
+    values = {task: loss.item() for task, loss in losses.items()}
+    weighting.start_gradnorm(_mean_across_ranks(values, dict.fromkeys(values, 1)))
+    shared_layer = [parameter for parameter in encoder_layers(worker.bundle.model)[-1].parameters()
+                    if parameter.requires_grad]
+    if not shared_layer:
+        raise ConfigError("config error: train.loss_weighting: gradnorm measures gradients on the top encoder "
+                          "layer, which is frozen (train.freeze)")
+    norms = {task: gradient_norm(loss, shared_layer) for task, loss in losses.items()}
+    gradient = weighting.gradnorm_gradient(values, norms) * scale
+    weights = weighting.task_weights
+    weights.grad = gradient if weights.grad is None else weights.grad + gradient
+
+
+def _add_losses(state: TrainState, losses: dict[str, float], preservations: dict[str, float]) -> None:
+    """The step's losses into the sums logged at the next evaluation and used by DWA at the epoch's end;
+    the preservation loss is logged beside the tasks' (loss weighting never sees it)."""
+    for sums, counts in ((state.loss_sums, state.loss_counts), (state.epoch_loss_sums, state.epoch_loss_counts)):
+        for task, loss in losses.items():
+            sums[task] = sums.get(task, 0.0) + loss
+            counts[task] = counts.get(task, 0) + 1
+    for loss in preservations.values():
+        state.loss_sums[EMBEDDING_METRICS] = state.loss_sums.get(EMBEDDING_METRICS, 0.0) + loss
+        state.loss_counts[EMBEDDING_METRICS] = state.loss_counts.get(EMBEDDING_METRICS, 0) + 1
 
 
 def _optimizer_step(worker: Worker) -> None:
@@ -246,6 +333,7 @@ def _optimizer_step(worker: Worker) -> None:
     if worker.config.train.grad_clip:
         torch.nn.utils.clip_grad_norm_(worker.module.parameters(), worker.config.train.grad_clip)
     run.optimizer.step()
+    run.weighting.renormalize()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     state.step += 1

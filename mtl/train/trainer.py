@@ -33,6 +33,7 @@ from mtl.progress import progress_bar
 from mtl.tracking import TrackedRun, log_training
 from mtl.train.continuation import inherited_specs, resolve_init_from
 from mtl.train.data import plan_training_data
+from mtl.train.distillation import resolve_teacher, teacher_specs
 from mtl.train.loop import train_loop_per_worker
 from mtl.train.report import (
     metrics_table,
@@ -71,14 +72,18 @@ def use_gpu(config: Config) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def build_trainer(config: Config, progress=None) -> TorchTrainer:
+def build_trainer(config: Config, progress=None, callbacks=()) -> TorchTrainer:
     """A TorchTrainer for ``config``. The data is counted and checked here, before any worker starts
     (``plan_training_data``); the workers then read and tokenize their shares on Ray Data, and rank 0
-    posts its steps to ``progress`` (a ``mtl.progress.ProgressBoard``), when given."""
+    posts its steps to ``progress`` (a ``mtl.progress.ProgressBoard``), when given. ``callbacks``
+    are Ray Train's (``jobs.tune`` passes the one that hands each report to Ray Tune)."""
     config = resolve_init_from(_paths_for_workers(config))
     specs, plans = plan_training_data(config)
     if config.model.init_from:
         specs = inherited_specs(specs, config.model.init_from)
+    if config.distill:
+        config = resolve_teacher(config)
+        specs = teacher_specs(specs, config.distill.teacher)
     settings = config.train
     gpu = use_gpu(config)
     checkpoints = checkpoint_storage(config, nodes=sum(node["Alive"] for node in ray.nodes()))
@@ -96,6 +101,7 @@ def build_trainer(config: Config, progress=None) -> TorchTrainer:
             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep,
                                                checkpoint_score_attribute="combined", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=settings.max_failures),
+            callbacks=list(callbacks),
         ),
     )
 
@@ -111,7 +117,11 @@ def _paths_for_workers(config: Config) -> Config:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # read where the trainer is built: here, on the driver
     if ray.get_runtime_context().runtime_env.get("working_dir"):
         return config
+    return with_absolute_paths(config)
 
+
+def with_absolute_paths(config: Config) -> Config:
+    """``config`` with every data path absolute (URIs as they are)."""
     def absolute(source: DataSource | None) -> DataSource | None:
         return source and source.model_copy(update={"path": storage.absolute(source.path)})
 
@@ -135,11 +145,11 @@ def checkpoint_storage(config: Config, *, nodes: int) -> str:
     return location
 
 
-def fit(config: Config, *, progress: bool = False) -> TrainingSummary:
+def fit(config: Config, *, progress: bool = False, callbacks=()) -> TrainingSummary:
     """Train, then export the best model folder, metrics.json and plots under ``config.output``;
     with ``progress``, draw the steps as a bar on stderr."""
     with progress_bar("training", "step", enabled=progress) as bar:
-        result = build_trainer(config, bar and bar.board).fit()
+        result = build_trainer(config, bar and bar.board, callbacks).fit()
     if result.error:
         raise result.error
     best_checkpoint = result.get_best_checkpoint(metric="combined", mode="max")

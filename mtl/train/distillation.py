@@ -1,0 +1,93 @@
+"""The teacher of a distillation run (``distill:``): checked on the driver, loaded on each worker,
+and run on each batch the student trains on.
+
+The teacher answers the student's own batch, so the two must tokenize alike (the same vocabulary);
+its outputs travel with the batch (``TEACHER_LOGITS``, ``TEACHER_EMBEDDING``) to the training
+module, which adds the distillation losses (``mtl.model.distillation``).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from mtl import registry, storage
+from mtl.checkpoint import (
+    build_featurizer,
+    encoder_config,
+    load_model_folder,
+    local_model_folder,
+    read_model_description,
+    resolve_encoder,
+)
+from mtl.config import Config, Distillation
+from mtl.errors import ConfigError
+from mtl.model.multitask import MultiTaskModel
+from mtl.tasks import TaskSpec
+from mtl.train.continuation import inherited_specs
+
+TEACHER_LOGITS = "teacher_logits"
+TEACHER_EMBEDDING = "teacher_embedding"
+
+
+def resolve_teacher(config: Config) -> Config:
+    """``config`` with ``distill.teacher`` as a folder every worker can read, checked against the student."""
+    settings = config.distill
+    tracking = config.mlflow.tracking_uri if config.mlflow else None
+    folder = storage.absolute(registry.resolve_model(settings.teacher, tracking))
+    student_tokenizer = build_featurizer(config.model).tokenizer
+    if AutoTokenizer.from_pretrained(str(local_model_folder(folder))).get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(f"config error: distill.teacher: {settings.teacher} tokenizes with another vocabulary "
+                          f"than the student ({config.model.encoder}); the teacher answers the student's own "
+                          "batches, so they must share one (a student made from the teacher by jobs.distill does)")
+    teacher_size = encoder_config(folder).hidden_size
+    student_encoder = resolve_encoder(config.model.init_from or config.model.encoder)
+    student_size = AutoConfig.from_pretrained(student_encoder).hidden_size
+    if settings.embedding_weight and teacher_size != student_size:
+        raise ConfigError(f"config error: distill.embedding_weight: the student's embedding has {student_size} "
+                          f"dimensions and the teacher's {teacher_size}; set it to 0 to distil the heads only")
+    return config.model_copy(update={"distill": settings.model_copy(update={"teacher": folder})})
+
+
+def teacher_specs(specs: list[TaskSpec], folder: str) -> list[TaskSpec]:
+    """The task specs in the teacher's label order; every task with a head must be one of the teacher's."""
+    inherited = inherited_specs(specs, folder)
+    taught = {task["name"]: task["kind"] for task in read_model_description(folder)["tasks"]}
+    missing = [spec.name for spec in inherited if spec.has_head and taught.get(spec.name) != spec.kind]
+    if missing:
+        raise ConfigError(f"config error: distill.teacher: {folder} has no {missing} task of that kind to learn "
+                          f"from (it has {taught})")
+    return inherited
+
+
+def load_teacher(folder: str, device: torch.device) -> MultiTaskModel:
+    """The teacher, frozen, in eval mode (no dropout), on ``device``."""
+    model = load_model_folder(folder).model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    return model
+
+
+@torch.no_grad()
+def add_teacher_outputs(teacher: MultiTaskModel, task: str, batch: dict[str, torch.Tensor],
+                        input_names: list[str]) -> None:
+    """The teacher's logits for ``task`` and its sentence embedding, added to the student's batch."""
+    output = teacher(**{name: batch[name] for name in input_names if name in batch}, tasks=[task])
+    batch[TEACHER_LOGITS] = output.logits[task]
+    batch[TEACHER_EMBEDDING] = output.embeddings
+
+
+def student_config(config: Config, teacher: str, *, student: str | None = None,
+                   keep_layers: str | int | list[int] = "every_other") -> Config:
+    """``config`` set to distil ``teacher`` into a student: the encoder ``student`` (a name or a
+    path), else the teacher itself with only ``keep_layers`` of its layers, starting from its heads."""
+    tracking = config.mlflow.tracking_uri if config.mlflow else None
+    distill = (config.distill or Distillation(teacher=teacher)).model_copy(update={"teacher": teacher})
+    if student:
+        model = config.model.model_copy(update={"encoder": student, "init_from": None, "keep_layers": None})
+    else:
+        trained = read_model_description(registry.resolve_model(teacher, tracking))["model"]
+        model = config.model.model_copy(update={
+            **{field: trained[field] for field in ("encoder", "pooling", "normalize")},
+            "init_from": teacher, "keep_layers": keep_layers})
+    return config.model_copy(update={"model": model, "distill": distill})

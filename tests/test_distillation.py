@@ -1,0 +1,122 @@
+"""Distillation: the soft-target and embedding losses against hand-computed values, the checks made
+before a run starts, and a student distilled from a teacher on the session's Ray."""
+
+import json
+import math
+
+import pytest
+import torch
+from train_configs import demo_config, demo_texts
+
+from mtl.checkpoint import load_model_folder
+from mtl.config import validate_config
+from mtl.errors import ConfigError
+from mtl.model.distillation import IGNORED, embedding_distance, soft_target_loss
+from mtl.model.freezing import encoder_layers
+from mtl.predict import Predictor
+from mtl.train.distillation import resolve_teacher, student_config, teacher_specs
+
+
+def kl(teacher: list[float], student: list[float]) -> float:
+    return sum(q * math.log(q / p) for q, p in zip(teacher, student))
+
+
+def softmax(logits: list[float], temperature: float) -> list[float]:
+    exps = [math.exp(value / temperature) for value in logits]
+    return [value / sum(exps) for value in exps]
+
+
+def test_soft_targets_are_the_tempered_kl_times_the_temperature_squared():
+    student, teacher = [0.0, 0.0], [math.log(3.0), 0.0]
+    for temperature in (1.0, 2.0):
+        expected = kl(softmax(teacher, temperature), softmax(student, temperature)) * temperature ** 2
+        loss = soft_target_loss(torch.tensor([student]), torch.tensor([teacher]), temperature)
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert soft_target_loss(torch.tensor([teacher]), torch.tensor([teacher]), 2.0).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_soft_targets_of_tagging_count_only_the_labelled_positions():
+    student = torch.tensor([[[0.0, 0.0], [5.0, -5.0], [0.0, 0.0]]])
+    teacher = torch.tensor([[[math.log(3.0), 0.0], [-5.0, 5.0], [0.0, 0.0]]])
+    labels = torch.tensor([[0, IGNORED, 1]])  # the middle (a later subword) is not compared
+    expected = (kl(softmax([math.log(3.0), 0.0], 1), [0.5, 0.5]) + 0.0) / 2
+    assert soft_target_loss(student, teacher, 1.0, labels).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_embedding_distance_is_the_mean_squared_distance():
+    student, teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert embedding_distance(student, teacher).item() == pytest.approx(1.0)  # (2 + 0) / 2
+
+
+def test_a_student_config_prunes_the_teacher_or_takes_another_encoder(tiny_model_dir, tiny_encoder_dir, tmp_path):
+    config = validate_config(demo_config("all-MiniLM-L6-v2", str(tmp_path / "run")))
+    pruned = student_config(config, str(tiny_model_dir), keep_layers=1)
+    assert pruned.model.encoder == str(tiny_encoder_dir) and pruned.model.init_from == str(tiny_model_dir)
+    assert pruned.model.keep_layers == 1 and pruned.distill.teacher == str(tiny_model_dir)
+    other = student_config(config, str(tiny_model_dir), student="all-MiniLM-L6-v2")
+    assert other.model.encoder == "all-MiniLM-L6-v2" and other.model.init_from is None
+
+
+def test_a_teacher_must_have_every_task_and_the_students_embedding_size(tiny_model_dir, demo_specs, tmp_path):
+    from mtl.tasks import TaskSpec
+
+    with pytest.raises(ConfigError, match=r"distill.teacher: .* has no \['topic'\] task"):
+        teacher_specs([*demo_specs, TaskSpec("topic", "classification", ("a", "b"))], str(tiny_model_dir))
+    # MiniLM shares the tiny teacher's tokenizer but embeds in 384 dimensions, not 32
+    config = student_config(validate_config(demo_config("all-MiniLM-L6-v2", str(tmp_path / "run"))),
+                            str(tiny_model_dir), student="all-MiniLM-L6-v2")
+    with pytest.raises(ConfigError, match="distill.embedding_weight: the student's embedding has 384"):
+        resolve_teacher(config)
+    heads_only = config.model_copy(update={"distill": config.distill.model_copy(update={"embedding_weight": 0})})
+    assert resolve_teacher(heads_only).distill.teacher == str(tiny_model_dir)
+
+
+@pytest.fixture
+def other_tiny_encoder(tmp_path):
+    """A 1-layer encoder of the teacher's width and tokenizer, initialized differently: a student
+    that starts far from the teacher."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from mtl.checkpoint import resolve_encoder
+
+    torch.manual_seed(1)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("all-MiniLM-L6-v2"))
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    return tmp_path / "student"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_student_learns_to_answer_as_its_teacher(ray_local, tiny_model_dir, other_tiny_encoder, tmp_path):
+    from mtl.checkpoint import build_model
+    from mtl.train.trainer import fit
+
+    raw = demo_config("unused", str(tmp_path / "run"), epochs=3, learning_rate=3e-3, eval_every_steps=4)
+    # no labels: whatever the student agrees with the teacher on, it was taught
+    raw["distill"] = {"teacher": str(tiny_model_dir), "label_weight": 0.0, "temperature": 1.0}
+    config = student_config(validate_config(raw), str(tiny_model_dir), student=str(other_tiny_encoder))
+    summary = fit(config)
+    student = load_model_folder(summary.best_model)
+    assert len(encoder_layers(student.model)) == 1
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == summary.steps
+    texts = demo_texts()
+    teacher = Predictor.from_folder(tiny_model_dir).predict(texts)
+    torch.manual_seed(config.train.seed)
+    untaught = build_model(config.model, load_model_folder(tiny_model_dir).specs)  # where the student started
+    before, after = (Predictor(bundle).predict(texts) for bundle in (untaught, student))
+
+    def closeness(answers):
+        return sum(float(torch.cosine_similarity(torch.tensor(mine.embedding), torch.tensor(theirs.embedding),
+                                                 dim=0)) for mine, theirs in zip(answers, teacher)) / len(texts)
+
+    def spans(answer):
+        return [(entity.start, entity.end, entity.label) for entity in answer.entities["ner"]]
+
+    def agreement(answers):  # the share of the teacher's entities the student finds too
+        found = sum(len(set(spans(mine)) & set(spans(theirs))) for mine, theirs in zip(answers, teacher))
+        return found / sum(len(spans(theirs)) for theirs in teacher)
+
+    assert closeness(after) > closeness(before) + 0.1
+    assert agreement(after) > agreement(before)
