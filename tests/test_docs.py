@@ -30,7 +30,8 @@ COMMANDS = documented_commands()
 
 def test_the_docs_show_every_job():
     shown = {module for _, module, _ in COMMANDS}
-    assert shown >= {"jobs.train", "jobs.label", "jobs.export", "jobs.evaluate", "jobs.registry"}
+    assert shown >= {"jobs.train", "jobs.label", "jobs.export", "jobs.evaluate", "jobs.registry", "jobs.distill",
+                     "jobs.tune"}
 
 
 @pytest.mark.parametrize(("where", "module", "arguments"), COMMANDS, ids=[where for where, _, _ in COMMANDS])

@@ -1,0 +1,92 @@
+"""A 3-layer student against its 6-layer teacher: quality kept and labeling speed, in one run.
+
+    python benchmarks/distill.py [--teacher runs/benchmark_quality/multi-task/best] [--reuse]
+
+The teacher is the multi-task model of ``benchmarks/quality.py`` (jobs/configs/conll_sst2.yaml,
+4,000 sentences per task, 2 epochs). Two students keep every other of its layers and train on the
+same data and budget: ``distilled`` (``jobs.distill``: soft targets and the embedding, plus the
+labels) and ``pruned`` (the same layers fine-tuned on the labels alone, no teacher). Each row gives
+CoNLL validation entity F1 and SST-2 dev accuracy, their share of the teacher's (target: at least
+97%), and the label job's sentences/s on the same real sentences (target: the student at least
+1.8x the teacher), every model labeling in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import ray
+from label_throughput import real_sentences
+
+from mtl import storage
+from mtl.config import load_config
+from mtl.train.distillation import student_config
+from mtl.train.trainer import fit
+
+
+def students(config, teacher: str, output: str) -> dict:
+    """The configs of the two students of ``teacher``."""
+    distilled = student_config(config, teacher, keep_layers="every_other")
+    pruned = distilled.model_copy(update={"distill": None})
+    return {"distilled": distilled.model_copy(update={"output": f"{output}/distilled"}),
+            "pruned": pruned.model_copy(update={"output": f"{output}/pruned"})}
+
+
+def trained(config, reuse: bool) -> dict:
+    metrics_file = storage.join(config.output, "metrics.json")
+    if not (reuse and storage.is_file(metrics_file)):
+        fit(config)
+    return json.loads(storage.read_text(metrics_file))["best"]
+
+
+def labeling_rate(model: str, corpus: Path, output: Path) -> float:
+    from mtl.label_pipeline import LabelOptions, run_labeling
+
+    summary = run_labeling(LabelOptions(model=model, input=str(corpus), output=str(output)))
+    return summary.rows / summary.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="jobs/configs/conll_sst2.yaml")
+    parser.add_argument("--teacher", default="runs/benchmark_quality/multi-task/best")
+    parser.add_argument("--examples", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=5000, help="real sentences each model labels")
+    parser.add_argument("--output", default="runs/benchmark_distill")
+    parser.add_argument("--reuse", action="store_true", help="read finished student runs instead of training them")
+    args = parser.parse_args()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = load_config(args.config, [f"train.max_examples_per_task={args.examples}", f"train.epochs={args.epochs}",
+                                       "train.patience=null"])
+    ray.init(ignore_reinit_error=True)
+    teacher = storage.absolute(args.teacher)
+    scores = {"teacher": json.loads(storage.read_text(storage.join(teacher, "mtl.json")))["metadata"]["metrics"]}
+    runs = students(config, teacher, args.output)
+    scores.update({name: trained(student, args.reuse) for name, student in runs.items()})
+    models = {"teacher": teacher, **{name: storage.join(student.output, "best") for name, student in runs.items()}}
+    with tempfile.TemporaryDirectory() as work:
+        corpus = Path(work) / "corpus.parquet"
+        pq.write_table(pa.table({"text": real_sentences(args.sentences)}), corpus)
+        rates = {name: labeling_rate(model, corpus, Path(work) / name) for name, model in models.items()}
+    print(f"\n{args.examples} training sentences per task, {args.epochs} epochs; labeling {args.sentences} sentences")
+    print(f"{'model':<10} {'layers':>6} {'NER F1':>8} {'of teacher':>10} {'SST-2 acc':>9} {'of teacher':>10} "
+          f"{'label sent/s':>12} {'speed-up':>8}")
+    teacher_tasks = scores["teacher"]["tasks"]
+    for name, best in scores.items():
+        tasks = best["tasks"]
+        layers = json.loads(storage.read_text(storage.join(models[name], "config.json")))["num_hidden_layers"]
+        print(f"{name:<10} {layers:>6} {tasks['ner']['primary']:>8.4f} "
+              f"{tasks['ner']['primary'] / teacher_tasks['ner']['primary']:>10.3f} "
+              f"{tasks['sentiment']['primary']:>9.4f} "
+              f"{tasks['sentiment']['primary'] / teacher_tasks['sentiment']['primary']:>10.3f} "
+              f"{rates[name]:>12.1f} {rates[name] / rates['teacher']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
