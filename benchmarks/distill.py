@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="runs/benchmark_quality/multi-task/best")
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--sentences", type=int, default=5000, help="real sentences each model labels")
+    parser.add_argument("--sentences", type=int, default=20_000, help="real sentences each model labels")
     parser.add_argument("--output", default="runs/benchmark_distill")
     parser.add_argument("--reuse", action="store_true", help="read finished student runs instead of training them")
     args = parser.parse_args()

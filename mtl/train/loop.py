@@ -302,7 +302,8 @@ def _add_gradnorm_gradient(worker: Worker, losses: dict[str, torch.Tensor], scal
     """GradNorm's gradient for the task weights, from each task's gradient norm on the top encoder layer."""
     weighting = worker.checkpointed.weighting
     values = {task: loss.item() for task, loss in losses.items()}
-    weighting.start_gradnorm(_mean_across_ranks(values, dict.fromkeys(values, 1)))
+    if not weighting.initial_losses.all():  # the same on every rank: set once, and restored from checkpoints
+        weighting.start_gradnorm(_mean_across_ranks(values, dict.fromkeys(values, 1)))
     shared_layer = [parameter for parameter in encoder_layers(worker.bundle.model)[-1].parameters()
                     if parameter.requires_grad]
     if not shared_layer:
