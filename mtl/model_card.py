@@ -136,9 +136,24 @@ def _training_section(config: dict, metadata: dict, description: dict) -> str:
               "loss_weighting", "max_examples_per_task", "preserve_embedding", "seed")
     lines += ["", "| setting | value |", "|---|---|"]
     lines += [f"| `train.{key}` | `{train[key]}` |" for key in chosen if key in train]
+    lines += _lineage(config)
     lines += ["", f"Trained at {metadata.get('trained_at', '?')}, stopped at epoch {metadata.get('epoch', '?')}, "
               f"step {metadata.get('step', '?')}. The whole config is in `mtl.json` under `metadata.config`."]
     return "\n".join(lines)
+
+
+def _lineage(config: dict) -> list[str]:
+    """Where a distilled or pruned model came from."""
+    model, distill = config.get("model", {}), config.get("distill")
+    lines = []
+    if model.get("keep_layers") is not None:
+        source = model.get("init_from") or model["encoder"]
+        lines.append(f"The encoder kept layers `{model['keep_layers']}` of `{source}`.")
+    if distill:
+        lines.append(f"Distilled from `{distill['teacher']}` (`jobs.distill`: temperature {distill['temperature']}, "
+                     f"soft-target weight {distill['soft_weight']}, label weight {distill['label_weight']}, "
+                     f"embedding weight {distill['embedding_weight']}).")
+    return ["", *lines] if lines else []
 
 
 def _interval(report: dict, metric: str) -> str:

@@ -120,3 +120,5 @@ def test_a_student_learns_to_answer_as_its_teacher(ray_local, tiny_model_dir, ot
 
     assert closeness(after) > closeness(before) + 0.1
     assert agreement(after) > agreement(before)
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert f"Distilled from `{tiny_model_dir}`" in card and "temperature 1.0" in card

@@ -90,10 +90,11 @@ class TrainingModule(nn.Module):
                 objectives[task] = self.weighting(task, losses[task])
                 continue
             output = self.model(**batch, tasks=[task], labels={task: labels}, train_encoder=task not in head_only)
-            losses[task] = output.losses[task]
-            objectives[task] = self.weighting(task, losses[task])
             if teacher[0] is not None:
                 losses[task], objectives[task] = self._distilled(task, output, labels, *teacher)
+            else:
+                losses[task] = output.losses[task]
+                objectives[task] = self.weighting(task, losses[task])
             if reference is not None and task not in head_only:
                 preservations[task] = preservation_loss(output.embeddings, reference)
                 objectives[task] = objectives[task] + self.preservation_weight * preservations[task]
