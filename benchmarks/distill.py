@@ -20,11 +20,11 @@ from pathlib import Path
 
 import ray
 from label_throughput import real_sentences
+from quality import run
 
 from mtl import storage
 from mtl.config import load_config
 from mtl.train.distillation import student_config
-from mtl.train.trainer import fit
 
 
 def students(config, teacher: str, output: str) -> dict:
@@ -33,13 +33,6 @@ def students(config, teacher: str, output: str) -> dict:
     pruned = distilled.model_copy(update={"distill": None})
     return {"distilled": distilled.model_copy(update={"output": f"{output}/distilled"}),
             "pruned": pruned.model_copy(update={"output": f"{output}/pruned"})}
-
-
-def trained(config, reuse: bool) -> dict:
-    metrics_file = storage.join(config.output, "metrics.json")
-    if not (reuse and storage.is_file(metrics_file)):
-        fit(config)
-    return json.loads(storage.read_text(metrics_file))["best"]
 
 
 def labeling_rate(model: str, corpus: Path, output: Path) -> float:
@@ -68,7 +61,7 @@ def main() -> None:
     teacher = storage.absolute(args.teacher)
     scores = {"teacher": json.loads(storage.read_text(storage.join(teacher, "mtl.json")))["metadata"]["metrics"]}
     runs = students(config, teacher, args.output)
-    scores.update({name: trained(student, args.reuse) for name, student in runs.items()})
+    scores.update({name: run(student, args.reuse)["best"] for name, student in runs.items()})
     models = {"teacher": teacher, **{name: storage.join(student.output, "best") for name, student in runs.items()}}
     with tempfile.TemporaryDirectory() as work:
         corpus = Path(work) / "corpus.parquet"

@@ -93,8 +93,9 @@ class Augmentation(_Frozen):
     case: float = Field(default=0.0, ge=0, le=1)
 
 
-_AUGMENTATIONS = {"classification": ("deletion", "swap", "insertion"),
-                  "tagging": ("entity_substitution", "case"), "similarity": ()}
+# the augmentation operations each task kind takes
+AUGMENTATIONS = {"classification": ("deletion", "swap", "insertion"),
+                 "tagging": ("entity_substitution", "case"), "similarity": ()}
 
 
 class TaskConfig(_Frozen):
@@ -126,9 +127,8 @@ class TaskConfig(_Frozen):
     def _augmentation_fits_the_kind(self) -> TaskConfig:
         if self.augment is None:
             return self
-        allowed = _AUGMENTATIONS[self.kind]
-        chosen = [name for name in ("deletion", "swap", "insertion", "entity_substitution", "case")
-                  if getattr(self.augment, name)]
+        allowed = AUGMENTATIONS[self.kind]
+        chosen = [name for names in AUGMENTATIONS.values() for name in names if getattr(self.augment, name)]
         wrong = [name for name in chosen if name not in allowed]
         if wrong:
             raise ValueError(f"augment.{wrong[0]}: not for a {self.kind} task (it takes {list(allowed) or 'none'})")
@@ -269,6 +269,11 @@ class Config(_Frozen):
     embedding_eval: DataSource | None = None
     distill: Distillation | None = None
     mlflow: MlflowConfig | None = None
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI the config names (None: MLflow's own default)."""
+        return self.mlflow.tracking_uri if self.mlflow else None
 
     @model_validator(mode="after")
     def _task_names_unique(self) -> Config:

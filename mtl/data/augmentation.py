@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtl.config import Augmentation
+from mtl.config import AUGMENTATIONS, Augmentation
 from mtl.tasks import bio_spans
 
-OPERATIONS = {"classification": ("deletion", "swap", "insertion"), "tagging": ("entity_substitution", "case")}
 CASES = (str.lower, str.upper, str.title)
 
 
@@ -29,7 +28,7 @@ class Augmenter:
 
     def __init__(self, settings: Augmentation, kind: str):
         self.settings = settings
-        self.operations = [name for name in OPERATIONS.get(kind, ()) if getattr(settings, name)]
+        self.operations = [name for name in AUGMENTATIONS.get(kind, ()) if getattr(settings, name)]
         if not self.operations:
             raise ValueError(f"augment: no operation of a {kind} task has a rate above 0")
 

@@ -28,7 +28,7 @@ def resolve_init_from(config: Config) -> Config:
     reference = config.model.init_from
     if reference is None:
         return config
-    folder = storage.absolute(registry.resolve_model(reference, config.mlflow.tracking_uri if config.mlflow else None))
+    folder = storage.absolute(registry.resolve_model(reference, config.tracking_uri))
     trained = read_model_description(folder)["model"]
     for field in ("encoder", "pooling", "normalize"):
         if trained[field] != getattr(config.model, field):

@@ -33,8 +33,7 @@ TEACHER_EMBEDDING = "teacher_embedding"
 def resolve_teacher(config: Config) -> Config:
     """``config`` with ``distill.teacher`` as a folder every worker can read, checked against the student."""
     settings = config.distill
-    tracking = config.mlflow.tracking_uri if config.mlflow else None
-    folder = storage.absolute(registry.resolve_model(settings.teacher, tracking))
+    folder = storage.absolute(registry.resolve_model(settings.teacher, config.tracking_uri))
     student_tokenizer = build_featurizer(config.model).tokenizer
     if AutoTokenizer.from_pretrained(str(local_model_folder(folder))).get_vocab() != student_tokenizer.get_vocab():
         raise ConfigError(f"config error: distill.teacher: {settings.teacher} tokenizes with another vocabulary "
@@ -81,12 +80,11 @@ def student_config(config: Config, teacher: str, *, student: str | None = None,
                    keep_layers: str | int | list[int] = "every_other") -> Config:
     """``config`` set to distil ``teacher`` into a student: the encoder ``student`` (a name or a
     path), else the teacher itself with only ``keep_layers`` of its layers, starting from its heads."""
-    tracking = config.mlflow.tracking_uri if config.mlflow else None
     distill = (config.distill or Distillation(teacher=teacher)).model_copy(update={"teacher": teacher})
     if student:
         model = config.model.model_copy(update={"encoder": student, "init_from": None, "keep_layers": None})
     else:
-        trained = read_model_description(registry.resolve_model(teacher, tracking))["model"]
+        trained = read_model_description(registry.resolve_model(teacher, config.tracking_uri))["model"]
         model = config.model.model_copy(update={
             **{field: trained[field] for field in ("encoder", "pooling", "normalize")},
             "init_from": teacher, "keep_layers": keep_layers})
