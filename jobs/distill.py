@@ -3,11 +3,13 @@
     python -m jobs.distill --teacher runs/conll_sst2/best --config jobs/configs/conll_sst2.yaml
     python -m jobs.distill --teacher models:/conll_sst2@production --config C --keep-layers 2
     python -m jobs.distill --teacher T --config C --student sentence-transformers/paraphrase-MiniLM-L3-v2
+    python -m jobs.distill --teacher T --config C --corpus s3://bucket/unlabeled/*.txt
 
 The student is the teacher's own encoder with every other layer dropped (``--keep-layers``), or any
 encoder sharing its tokenizer (``--student``). It trains on the config's tasks to match the
 teacher's heads (soft targets) and sentence embedding, as the config's ``distill:`` section says
-(defaults otherwise), and is written as a normal model folder under the config's ``output``.
+(defaults otherwise), and is written as a normal model folder under the config's ``output``. With
+``--corpus``, the teacher first labels that unlabeled text on Ray Data, and the student trains on it too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--student", help="an encoder name or path for the student (default: the teacher pruned)")
     parser.add_argument("--keep-layers", type=keep_layers, default="every_other",
                         help="the teacher's layers the student keeps: every_other (default), N, or 0,2,4")
+    parser.add_argument("--corpus", help="unlabeled text (file, folder or glob, local or a URI) for the teacher to "
+                        "label and the student to learn from as well (distill.corpus)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set distill.temperature=4 (repeatable)")
     parser.add_argument("--verbose", action="store_true",
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from mtl.train.trainer import fit
 
         config = student_config(load_config(args.config, args.overrides), args.teacher, student=args.student,
-                                keep_layers=args.keep_layers)
+                                keep_layers=args.keep_layers, corpus=args.corpus)
         ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
         summary = fit(config, progress=not args.verbose)
     except (ConfigError, DataError, ModelFolderError) as error:

@@ -31,9 +31,13 @@ class DataSource(_Frozen):
 
     Columns are names, or 0-based indices for headerless TSV/CSV. A classification task reads
     ``text_column`` and ``label_column``; a tagging task reads ``tokens_column`` and ``tags_column``
-    (CoNLL files: ``token_field`` and ``tag_field`` of each line); a similarity task reads sentence
+    (CoNLL files: ``token_field`` and ``tag_field`` of each line), or with ``spans_column`` the text
+    of ``text_column`` and its entities as ``{start, end, label}`` character spans (a label job's
+    output reads back this way); a similarity task reads sentence
     pairs from ``text_column`` and ``pair_column``, with a score in ``score_column`` (which must lie in
     ``score_range``) or, unscored, optionally a third sentence unlike the first in ``negative_column``.
+    ``skip_unlabeled`` passes over rows whose label (or tags, or spans) is null, as a label job
+    leaves the rows it could not label, instead of refusing them.
     """
 
     path: str
@@ -43,6 +47,8 @@ class DataSource(_Frozen):
     tokens_column: str = "tokens"
     tags_column: str = "tags"
     pair_column: str | int = "pair"
+    spans_column: str | None = None
+    skip_unlabeled: bool = False
     score_column: str | int | None = None
     score_range: tuple[float, float] | None = None
     negative_column: str | int | None = None
@@ -238,13 +244,19 @@ class Distillation(_Frozen):
     teacher's heads at ``temperature`` and ``embedding_weight`` times the squared distance to the
     teacher's sentence embedding; ``label_weight`` scales the task's own loss on its labels. The
     teacher is a model folder (local or a URI) or a registered version; it must have every task
-    with a head, and the student its tokenizer (``jobs.distill`` builds such a student)."""
+    with a head, and the student its tokenizer (``jobs.distill`` builds such a student).
+
+    ``corpus``: unlabeled text (a file, folder or glob in any format the label job reads, the text in
+    ``corpus_text_column``) that the teacher labels on Ray Data before training; its rows join every
+    task's training rows with the teacher's labels, and its soft targets as every batch's."""
 
     teacher: str
     temperature: float = Field(default=2.0, gt=0)
     soft_weight: float = Field(default=1.0, ge=0)
     label_weight: float = Field(default=1.0, ge=0)
     embedding_weight: float = Field(default=1.0, ge=0)
+    corpus: str | None = None
+    corpus_text_column: str = "text"
 
 
 class MlflowConfig(_Frozen):

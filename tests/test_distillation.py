@@ -4,6 +4,7 @@ before a run starts, and a student distilled from a teacher on the session's Ray
 import json
 import math
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from train_configs import demo_config, demo_texts
@@ -96,8 +97,15 @@ def test_a_student_learns_to_answer_as_its_teacher(ray_local, tiny_model_dir, ot
     raw = demo_config("unused", str(tmp_path / "run"), epochs=3, learning_rate=3e-3, eval_every_steps=4)
     # no labels: whatever the student agrees with the teacher on, it was taught
     raw["distill"] = {"teacher": str(tiny_model_dir), "label_weight": 0.0, "temperature": 1.0}
-    config = student_config(validate_config(raw), str(tiny_model_dir), student=str(other_tiny_encoder))
+    # unlabeled text the teacher labels first; a blank line it cannot label is passed over
+    corpus = tmp_path / "unlabeled.txt"
+    corpus.write_text("".join(f"{text} Again.\n" for text in demo_texts()[:30]) + "   \n")
+    config = student_config(validate_config(raw), str(tiny_model_dir), student=str(other_tiny_encoder),
+                            corpus=str(corpus))
     summary = fit(config)
+    labeled = pq.read_table(tmp_path / "run" / "teacher_labels")
+    assert labeled.num_rows == 31 and {"sentiment", "ner"} <= set(labeled.column_names)
+    assert labeled["error"].null_count == 30
     student = load_model_folder(summary.best_model)
     assert len(encoder_layers(student.model)) == 1
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == summary.steps

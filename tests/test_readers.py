@@ -121,6 +121,37 @@ def test_parquet_rows(tmp_path):
     assert [(row["text"], row["label"]) for row in rows] == [("good", "1"), ("bad", "0")]
 
 
+def test_tagging_rows_from_entity_spans_as_the_label_job_writes_them(tmp_path):
+    text = "  EU rejects German call, says Peter Blackburn's office."
+    entities = [{"start": 2, "end": 4, "label": "ORG", "text": "EU", "score": 0.9},
+                {"start": 13, "end": 19, "label": "MISC", "text": "German", "score": 0.8},
+                {"start": 31, "end": 46, "label": "PER", "text": "Peter Blackburn", "score": 0.7}]
+    path = tmp_path / "labeled.parquet"
+    pq.write_table(pa.table({"text": [text], "ner": [entities]}), path)
+    row = read_rows(DataSource(path=str(path), spans_column="ner"), "tagging")[0]
+    assert row["tokens"] == ["EU", "rejects", "German", "call", ",", "says", "Peter", "Blackburn", "'", "s",
+                             "office", "."]
+    assert row["tags"] == ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-PER", "I-PER", "O", "O", "O", "O"]
+
+
+def test_a_span_that_is_not_start_end_label_names_the_row(tmp_path):
+    path = write(tmp_path, "d.jsonl", json.dumps({"text": "Hi Bob", "ner": [{"start": 3, "label": "PER"}]}) + "\n")
+    with pytest.raises(DataError, match=r"d.jsonl:1: spans_column 'ner': .* is not \{start, end, label\}"):
+        read_rows(DataSource(path=str(path), spans_column="ner"), "tagging")
+
+
+def test_unlabeled_rows_are_refused_unless_skipped(tmp_path):
+    rows = [{"text": "good", "label": "1", "ner": []}, {"text": "the teacher failed here", "label": None, "ner": None}]
+    path = tmp_path / "labeled.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(DataError, match=r"labeled.parquet:row 2: label_column 'label' is empty"):
+        read_rows(DataSource(path=str(path)), "classification")
+    assert [row["text"] for row in read_rows(DataSource(path=str(path), skip_unlabeled=True),
+                                             "classification")] == ["good"]
+    tagged = read_rows(DataSource(path=str(path), spans_column="ner", skip_unlabeled=True), "tagging")
+    assert [(row["tokens"], row["tags"]) for row in tagged] == [(["good"], ["O"])]
+
+
 def test_demo_data_reads_for_both_tasks():
     sentiment = read_rows(DataSource(path=str(DEMO / "train.jsonl"), label_column="sentiment"), "classification")
     ner = read_rows(DataSource(path=str(DEMO / "train.jsonl")), "tagging")

@@ -122,7 +122,8 @@ def test_a_pass_reads_its_files_a_run_at_a_time_and_gives_the_batches_of_one_rea
     run_dataset = TaskStream._run_dataset
     # the first stream's reader may run on into its next pass meanwhile: its reads are not counted
     monkeypatch.setattr(TaskStream, "_run_dataset",
-                        lambda self, files: (self is not one_read and runs.append(files)) or run_dataset(self, files))
+                        lambda self, source, files: (self is not one_read and runs.append(files))
+                        or run_dataset(self, source, files))
     monkeypatch.setattr(mtl.train.data, "RUN_ROWS", 100)
     share = stream(plans, specs, raw)
     batches = [identities(share.next_batch())]
@@ -207,3 +208,27 @@ def test_an_augmented_task_is_augmented_anew_each_pass_and_alike_on_every_run(ra
     assert all(len(augmented_row) < len(plain_row) for augmented_row, plain_row in  # words were deleted
                zip(sorted(augmented_passes[0], key=len), sorted(plain_passes[0], key=len)))
     assert passes(again) == augmented_passes
+
+
+def test_a_second_source_joins_the_tasks_rows_numbered_after_its_own_and_uncapped(ray_local, raw, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mtl.config import DataSource
+
+    texts = [f"a neutral remark number {number}" for number in range(24)]
+    pq.write_table(pa.table({"text": texts, "sentiment": ["neutral"] * 23 + [None]}), tmp_path / "extra.parquet")
+    extra = DataSource(path=str(tmp_path / "*.parquet"), text_column="text", label_column="sentiment",
+                       skip_unlabeled=True)
+    specs, plans = plan_training_data(validate_config(raw), {"sentiment": {"distill.corpus": extra}})
+    assert specs[0].labels == ("negative", "neutral", "positive")
+    assert plans["sentiment"].file_rows == [400, 23] and plans["sentiment"].file_sources == [0, 1]
+    # max_examples_per_task (64) samples the task's own rows; the second source's all come too
+    assert plans["sentiment"].rows == 64 + 23 and plans["ner"].rows == 64
+    whole = stream(plans, specs, raw, task=0, batch_size=29)
+    rows = [row for _ in range(whole.batches_per_pass) for row in whole.next_batch()]
+    neutral = specs[0].label_id("neutral", "test")
+    assert len(rows) == 87 and sum(row["labels"] == neutral for row in rows) == 23
+    with pytest.raises(DataError, match=r"config error: distill.corpus: .*extra.parquet:row 24: label_column"):
+        plan_training_data(validate_config(raw), {"sentiment": {"distill.corpus": extra.model_copy(
+            update={"skip_unlabeled": False})}})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -27,6 +28,9 @@ from mtl.formats import dialect
 from mtl.tasks import TaskKind, iob1_to_iob2, is_bio_tag
 
 DOCSTART = "-DOCSTART-"
+# words of a text read with its entity spans: runs of letters and digits, and every other visible
+# character alone, as BERT's pre-tokenizer splits (the words a tagging model's spans start and end on)
+WORD = re.compile(r"[^\W_]+|\S")
 
 
 def read_rows(source: DataSource, kind: TaskKind) -> list[dict]:
@@ -54,8 +58,20 @@ def iter_rows(source: DataSource, kind: TaskKind, stream: BinaryIO, name: str | 
     records = {"csv": _table_records, "tsv": _table_records, "jsonl": _jsonl_records,
                "parquet": _parquet_records}[fmt](stream, path, source)
     to_row = {"classification": _classification_row, "tagging": _tagging_row, "similarity": _similarity_row}[kind]
+    target = _target_column(source, kind)
     for record, origin in records:
+        if source.skip_unlabeled and target is not None and record.get(target) is None:
+            continue
         yield to_row(record, origin, source)
+
+
+def _target_column(source: DataSource, kind: TaskKind) -> str | int | None:
+    """The column holding a row's label (tags, spans) in a task of ``kind``; None for similarity."""
+    if kind == "classification":
+        return source.label_column
+    if kind == "tagging":
+        return source.spans_column or source.tags_column
+    return None
 
 
 def _read_conll(stream: BinaryIO, path: str, source: DataSource) -> Iterator[dict]:
@@ -192,12 +208,38 @@ def _score(value, origin: str, source: DataSource) -> float:
 
 
 def _tagging_row(record: dict, origin: str, source: DataSource) -> dict:
+    if source.spans_column is not None:
+        return _tagging_row_of_spans(record, origin, source)
     tokens = _as_list(_column(record, source.tokens_column, origin, "tokens_column"))
     tags = _as_list(_column(record, source.tags_column, origin, "tags_column"))
     for tag in tags:
         if not is_bio_tag(tag):
             raise DataError(f"{origin}: tag {tag!r} is not BIO (O, B-TYPE or I-TYPE)")
     return _tagging_rows_checked(tokens, tags, origin, source)
+
+
+def _tagging_row_of_spans(record: dict, origin: str, source: DataSource) -> dict:
+    """The text's words, each tagged B- or I- by the entity span it falls in (O outside any). The
+    text is taken as it is, unstripped: the spans count its characters."""
+    text = _column(record, source.text_column, origin, "text_column")
+    if not isinstance(text, str):
+        raise DataError(f"{origin}: text_column {source.text_column!r} is {type(text).__name__}, not text")
+    spans = record.get(source.spans_column)
+    if not isinstance(spans, list):
+        raise DataError(f"{origin}: spans_column {source.spans_column!r} is {type(spans).__name__}, "
+                        "not a list of {start, end, label}")
+    words = list(WORD.finditer(text))
+    tags = ["O"] * len(words)
+    for span in spans:
+        try:
+            start, end, label = int(span["start"]), int(span["end"]), str(span["label"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{origin}: spans_column {source.spans_column!r}: {span!r} is not "
+                            "{start, end, label}") from None
+        inside = [index for index, word in enumerate(words) if word.start() < end and word.end() > start]
+        for position, index in enumerate(inside):
+            tags[index] = f"{'B' if position == 0 else 'I'}-{label}"
+    return {"tokens": [word.group() for word in words], "tags": tags, "origin": origin}
 
 
 def _as_list(value) -> list[str]:

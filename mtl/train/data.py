@@ -59,29 +59,48 @@ class TaskData:
 
     name: str
     kind: str
-    source: dict                 # the DataSource, as a dict
-    files: list[str]             # in the filesystem's own form, sorted: their order numbers the rows
+    sources: list[dict]          # the DataSources, as dicts: the task's own, then a distillation's corpus
+    file_sources: list[int]      # per file, the index of its source (each source's files consecutive)
+    files: list[str]             # in the filesystem's own form, sorted per source: their order numbers the rows
     names: list[str]             # the same files as the user wrote them, for messages
     file_rows: list[int]
-    keep: list[int] | None = None   # with max_examples_per_task: the positions kept, sorted
+    keep: list[int] | None = None   # with max_examples_per_task: the positions of the own source kept, sorted
     rows: int = field(default=0)    # rows after the cap
+    capped_rows: int = 0            # rows of the task's own source, which the cap samples; the rest are all kept
 
     def rows_per_rank(self, world_size: int) -> int:
         return self.rows // world_size
 
+    def source_files(self, source: int) -> tuple[int, list[str], list[str]]:
+        """The number of the first file of source ``source``, its files and their names."""
+        numbers = [number for number, owner in enumerate(self.file_sources) if owner == source]
+        return numbers[0], self.files[numbers[0]:numbers[-1] + 1], self.names[numbers[0]:numbers[-1] + 1]
 
-def plan_training_data(config: Config) -> tuple[list[TaskSpec], dict[str, TaskData]]:
-    """Label maps and row counts of every task, from one counting pass each; eval data checked."""
+
+def plan_training_data(config: Config, extra_sources: dict[str, dict[str, DataSource]] | None = None
+                       ) -> tuple[list[TaskSpec], dict[str, TaskData]]:
+    """Label maps and row counts of every task, from one counting pass per source; eval data checked.
+    ``extra_sources``: per task, more training rows (a distillation's teacher-labeled corpus), each
+    source under the config field that messages name it by; ``max_examples_per_task`` caps only
+    the task's own rows."""
     specs, plans = [], {}
     for index, task in enumerate(config.tasks):
-        where = f"tasks.{index}.train"
-        files, names = _files(task.train, where)
-        file_rows, seen = _count(task, files, names, where)
+        sources = {f"tasks.{index}.train": task.train, **(extra_sources or {}).get(task.name, {})}
+        files, names, file_sources, file_rows, seen = [], [], [], [], set()
+        for number, (where, source) in enumerate(sources.items()):
+            source_files, source_names = _files(source, where)
+            rows, labels = _count(task.kind, source, source_files, source_names, where, first=len(files))
+            files, names, file_rows = files + source_files, names + source_names, file_rows + rows
+            file_sources += [number] * len(source_files)
+            seen |= labels
         spec = TaskSpec.from_labels(task.name, task.kind, seen)
-        keep = _kept_positions(sum(file_rows), config.train.max_examples_per_task, config.train.seed)
-        plans[task.name] = TaskData(name=task.name, kind=task.kind, source=task.train.model_dump(), files=files,
-                                    names=names, file_rows=file_rows, keep=keep,
-                                    rows=len(keep) if keep is not None else sum(file_rows))
+        own_rows = sum(rows for rows, source in zip(file_rows, file_sources) if source == 0)
+        keep = _kept_positions(own_rows, config.train.max_examples_per_task, config.train.seed)
+        plans[task.name] = TaskData(name=task.name, kind=task.kind,
+                                    sources=[source.model_dump() for source in sources.values()],
+                                    file_sources=file_sources, files=files, names=names, file_rows=file_rows,
+                                    keep=keep, capped_rows=own_rows,
+                                    rows=sum(file_rows) - own_rows + (own_rows if keep is None else len(keep)))
         if task.eval is not None:
             _check_eval_labels(task, spec, f"tasks.{index}.eval")
         specs.append(spec)
@@ -104,38 +123,40 @@ def _files(source: DataSource, where: str) -> tuple[list[str], list[str]]:
     return files, files
 
 
-def _read(source: DataSource, kind: str, files: list[str], names: list[str],
+def _read(source: DataSource, kind: str, files: list[str], names: list[str], *, first: int = 0,
           order: list[str] | None = None) -> ray.data.Dataset:
-    """The rows of ``files`` (read in ``order`` when given), numbered by their place in ``files``."""
-    numbers = {path: number for number, path in enumerate(files)}
+    """The rows of ``files`` (read in ``order`` when given), numbered by their place in ``files``
+    after the ``first`` files of the task's sources before this one."""
+    numbers = {path: first + number for number, path in enumerate(files)}
     filesystem, _ = storage.resolve(source.path)
     datasource = LabeledRows(order or files, source=source, kind=kind, file_numbers=numbers,
                              names=dict(zip(files, names)), filesystem=filesystem)
     return ray.data.read_datasource(datasource, num_cpus=DATA_CPUS, concurrency=READERS)
 
 
-def _count(task: TaskConfig, files: list[str], names: list[str], where: str) -> tuple[list[int], set[str]]:
+def _count(kind: str, source: DataSource, files: list[str], names: list[str], where: str, *, first: int
+           ) -> tuple[list[int], set[str]]:
     """Rows per file and the labels (or tags) seen, streamed through the driver a column at a time."""
-    label_column = {"classification": "label", "tagging": "tags"}.get(task.kind)  # similarity: none
+    label_column = {"classification": "label", "tagging": "tags"}.get(kind)  # similarity: none
     file_rows, seen = [0] * len(files), set()
     try:
         columns = [ROW_ID, label_column] if label_column else [ROW_ID]
-        batches = _read(task.train, task.kind, files, names).select_columns(columns) \
+        batches = _read(source, kind, files, names, first=first).select_columns(columns) \
             .iter_batches(batch_format="pyarrow", batch_size=None)
         for batch in batches:
             ids = batch[ROW_ID].to_numpy()
             for file_number, count in zip(*np.unique(ids >> ROW_BITS, return_counts=True)):
-                file_rows[int(file_number)] += int(count)
+                file_rows[int(file_number) - first] += int(count)
             if label_column is None:
                 continue
             labels = batch[label_column]
-            if task.kind == "tagging":
+            if kind == "tagging":
                 labels = pc.list_flatten(labels)
             seen.update(pc.unique(labels).to_pylist())
     except Exception as error:  # a DataError raised in a Ray task arrives wrapped
         raise _data_error(error, where) from None
     if not sum(file_rows):
-        raise DataError(f"config error: {where}: {task.train.path}: the file holds no examples")
+        raise DataError(f"config error: {where}: {source.path}: the file holds no examples")
     return file_rows, seen
 
 
@@ -187,7 +208,8 @@ class TaskStream:
         self.data, self.spec, self.featurizer, self.batch_size = data, spec, featurizer, batch_size
         # embedding preservation: each row's embedding by the pretrained encoder, made as it is tokenized
         self.reference = reference if spec.kind != "similarity" else None
-        self._score_range = DataSource.model_validate(data.source).score_range  # read once, not per window
+        # read once, not per window; only the task's own source can be scored pairs
+        self._score_range = DataSource.model_validate(data.sources[0]).score_range
         self.seed, self.task_index, self.rank, self.world_size = seed, task_index, rank, world_size
         self.rows_per_rank = data.rows_per_rank(world_size)
         if self.rows_per_rank < 1:
@@ -262,16 +284,20 @@ class TaskStream:
     def _read_runs(self, data_pass: int) -> Iterator[pa.Table]:
         """This rank's rows of the pass's files, in their seeded order, a run of files at a time."""
         for run in file_runs(self._file_order(data_pass), self.data.file_rows, RUN_ROWS):
-            yield from self._run_dataset(run).iter_batches(batch_size=None, batch_format="pyarrow")
+            for source, files in itertools.groupby(run, key=self.data.file_sources.__getitem__):
+                yield from self._run_dataset(source, list(files)).iter_batches(batch_size=None,
+                                                                                batch_format="pyarrow")
 
-    def _run_dataset(self, file_numbers: list[int]) -> ray.data.Dataset:
+    def _run_dataset(self, source_number: int, file_numbers: list[int]) -> ray.data.Dataset:
         share = functools.partial(rank_share, offsets=np.cumsum([0, *self.data.file_rows[:-1]]),
                                   keep=None if self.data.keep is None else np.asarray(self.data.keep),
+                                  capped_rows=self.data.capped_rows,
                                   rank=self.rank, world_size=self.world_size,
                                   limit=self.rows_per_rank * self.world_size)
-        source = DataSource.model_validate(self.data.source)
-        files = [self.data.files[number] for number in file_numbers]
-        dataset = _read(source, self.data.kind, self.data.files, self.data.names, order=files) \
+        source = DataSource.model_validate(self.data.sources[source_number])
+        first, files, names = self.data.source_files(source_number)
+        order = [self.data.files[number] for number in file_numbers]
+        dataset = _read(source, self.data.kind, files, names, first=first, order=order) \
             .map_batches(share, batch_format="pyarrow", batch_size=None, num_cpus=DATA_CPUS)
         context = dataset.context  # this dataset's own copy: the process's default stays as it was
         # one order of blocks on every run, so that a resumed stream gives the same batches

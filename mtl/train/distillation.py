@@ -3,7 +3,9 @@ and run on each batch the student trains on.
 
 The teacher answers the student's own batch, so the two must tokenize alike (the same vocabulary);
 its outputs travel with the batch (``TEACHER_LOGITS``, ``TEACHER_EMBEDDING``) to the training
-module, which adds the distillation losses (``mtl.model.distillation``).
+module, which adds the distillation losses (``mtl.model.distillation``). Unlabeled text
+(``distill.corpus``) is labeled by the teacher first, by the label job's own pipeline on Ray Data,
+and read back as more training rows of each task (``teacher_labeled_sources``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from mtl.checkpoint import (
     read_model_description,
     resolve_encoder,
 )
-from mtl.config import Config, Distillation
-from mtl.errors import ConfigError
+from mtl.config import Config, DataSource, Distillation
+from mtl.errors import ConfigError, DataError
+from mtl.label_pipeline import LabelOptions, run_labeling
 from mtl.model.multitask import MultiTaskModel
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import inherited_specs
 
 TEACHER_LOGITS = "teacher_logits"
 TEACHER_EMBEDDING = "teacher_embedding"
+TEACHER_LABELS = "teacher_labels"   # the folder under the run's output where the labeled corpus goes
 
 
 def resolve_teacher(config: Config) -> Config:
@@ -46,6 +50,31 @@ def resolve_teacher(config: Config) -> Config:
         raise ConfigError(f"config error: distill.embedding_weight: the student's embedding has {student_size} "
                           f"dimensions and the teacher's {teacher_size}; set it to 0 to distil the heads only")
     return config.model_copy(update={"distill": settings.model_copy(update={"teacher": folder})})
+
+
+def teacher_labeled_sources(config: Config) -> dict[str, dict[str, DataSource]]:
+    """Label ``distill.corpus`` with the (resolved) teacher into ``<output>/teacher_labels`` and
+    return, per classification and tagging task, that output as a source of its training rows (rows the teacher
+    could not label are passed over). The corpus is labeled anew on every run: the teacher may
+    have changed since the last."""
+    settings = config.distill
+    output = storage.join(config.output, TEACHER_LABELS)
+    read_back = {"classification": lambda name: {"label_column": name},
+                 "tagging": lambda name: {"spans_column": name}}
+    tasks = [task for task in config.tasks if task.kind in read_back]
+    options = LabelOptions(model=settings.teacher, input=storage.absolute(settings.corpus),
+                           text_column=settings.corpus_text_column, output=output, embedding=False,
+                           tasks=tuple(task.name for task in tasks), overwrite=True,
+                           use_gpu=config.train.use_gpu, output_shared=config.train.storage_shared)
+    try:
+        run_labeling(options)
+    except (ValueError, FileNotFoundError, DataError) as error:
+        raise ConfigError(f"config error: distill.corpus: {error}") from None
+    labeled = storage.join(output, "*.parquet")
+    return {task.name: {"distill.corpus": DataSource(
+                path=labeled, format="parquet", text_column=settings.corpus_text_column, skip_unlabeled=True,
+                **read_back[task.kind](task.name))}
+            for task in tasks}
 
 
 def teacher_specs(specs: list[TaskSpec], folder: str) -> list[TaskSpec]:
@@ -77,10 +106,12 @@ def add_teacher_outputs(teacher: MultiTaskModel, task: str, batch: dict[str, tor
 
 
 def student_config(config: Config, teacher: str, *, student: str | None = None,
-                   keep_layers: str | int | list[int] = "every_other") -> Config:
+                   keep_layers: str | int | list[int] = "every_other", corpus: str | None = None) -> Config:
     """``config`` set to distil ``teacher`` into a student: the encoder ``student`` (a name or a
-    path), else the teacher itself with only ``keep_layers`` of its layers, starting from its heads."""
-    distill = (config.distill or Distillation(teacher=teacher)).model_copy(update={"teacher": teacher})
+    path), else the teacher itself with only ``keep_layers`` of its layers, starting from its heads;
+    ``corpus``, when given, is the unlabeled text the teacher labels for it."""
+    distill = (config.distill or Distillation(teacher=teacher)).model_copy(
+        update={"teacher": teacher, **({"corpus": corpus} if corpus else {})})
     if student:
         model = config.model.model_copy(update={"encoder": student, "init_from": None, "keep_layers": None})
     else:

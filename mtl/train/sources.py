@@ -43,15 +43,17 @@ class LabeledRows(FileBasedDatasource):
         return filesystem.open_input_file(path)  # seekable, as Parquet needs
 
 
-def rank_share(batch: pa.Table, *, offsets: np.ndarray, keep: np.ndarray | None, rank: int, world_size: int,
-               limit: int) -> pa.Table:
+def rank_share(batch: pa.Table, *, offsets: np.ndarray, keep: np.ndarray | None, capped_rows: int, rank: int,
+               world_size: int, limit: int) -> pa.Table:
     """The rows of ``batch`` that belong to ``rank``: of the rows kept, positions ``rank``,
-    ``rank + world_size``, ... below ``limit`` (the same count on every rank)."""
+    ``rank + world_size``, ... below ``limit`` (the same count on every rank). ``keep`` samples the
+    first ``capped_rows`` positions (the task's own source); every row after them is kept."""
     ids = batch[ROW_ID].to_numpy()
     positions = offsets[ids >> ROW_BITS] + (ids & ROW_MASK)
     kept = np.ones(len(ids), dtype=bool)
     if keep is not None:
+        beyond = positions >= capped_rows
         index = np.minimum(np.searchsorted(keep, positions), len(keep) - 1)
-        kept = keep[index] == positions
-        positions = index
+        kept = (keep[index] == positions) | beyond
+        positions = np.where(beyond, len(keep) + positions - capped_rows, index)
     return batch.filter(pa.array(kept & (positions % world_size == rank) & (positions < limit)))

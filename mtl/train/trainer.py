@@ -33,7 +33,7 @@ from mtl.progress import progress_bar
 from mtl.tracking import TrackedRun, log_training
 from mtl.train.continuation import inherited_specs, resolve_init_from
 from mtl.train.data import plan_training_data
-from mtl.train.distillation import resolve_teacher, teacher_specs
+from mtl.train.distillation import resolve_teacher, teacher_labeled_sources, teacher_specs
 from mtl.train.loop import train_loop_per_worker
 from mtl.train.report import (
     metrics_table,
@@ -78,11 +78,13 @@ def build_trainer(config: Config, progress=None, callbacks=()) -> TorchTrainer:
     posts its steps to ``progress`` (a ``mtl.progress.ProgressBoard``), when given. ``callbacks``
     are Ray Train's (``jobs.tune`` passes the one that hands each report to Ray Tune)."""
     config = resolve_init_from(_paths_for_workers(config))
-    specs, plans = plan_training_data(config)
+    if config.distill:
+        config = resolve_teacher(config)
+    corpus = teacher_labeled_sources(config) if config.distill and config.distill.corpus else None
+    specs, plans = plan_training_data(config, corpus)
     if config.model.init_from:
         specs = inherited_specs(specs, config.model.init_from)
     if config.distill:
-        config = resolve_teacher(config)
         specs = teacher_specs(specs, config.distill.teacher)
     settings = config.train
     gpu = use_gpu(config)
@@ -127,7 +129,10 @@ def with_absolute_paths(config: Config) -> Config:
 
     tasks = [task.model_copy(update={"train": absolute(task.train), "eval": absolute(task.eval)})
              for task in config.tasks]
-    return config.model_copy(update={"tasks": tasks, "embedding_eval": absolute(config.embedding_eval)})
+    distill = config.distill and config.distill.model_copy(
+        update={"corpus": config.distill.corpus and storage.absolute(config.distill.corpus)})
+    return config.model_copy(update={"tasks": tasks, "embedding_eval": absolute(config.embedding_eval),
+                                     "distill": distill})
 
 
 def checkpoint_storage(config: Config, *, nodes: int) -> str:
