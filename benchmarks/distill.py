@@ -1,11 +1,14 @@
 """A 3-layer student against its 6-layer teacher: quality kept and labeling speed, in one run.
 
     python benchmarks/distill.py [--teacher runs/benchmark_quality/multi-task/best] [--reuse]
+                                 [--students distilled pruned corpus] [--corpus-sentences 4000]
 
 The teacher is the multi-task model of ``benchmarks/quality.py`` (jobs/configs/conll_sst2.yaml,
 4,000 sentences per task, 2 epochs). Two students keep every other of its layers and train on the
 same data and budget: ``distilled`` (``jobs.distill``: soft targets and the embedding, plus the
-labels) and ``pruned`` (the same layers fine-tuned on the labels alone, no teacher). Each row gives
+labels), ``pruned`` (the same layers fine-tuned on the labels alone, no teacher) and ``corpus``
+(``distilled`` plus ``--corpus-sentences`` unlabeled training sentences of both tasks that the
+labeled sample left out, half from each, labeled by the teacher: ``jobs.distill --corpus``). Each row gives
 CoNLL validation entity F1 and SST-2 dev accuracy, their share of the teacher's (target: at least
 97%), and the label job's sentences/s on the same real sentences (target: the student at least
 1.8x the teacher), every model labeling in the same run.
@@ -27,12 +30,29 @@ from mtl.config import load_config
 from mtl.train.distillation import student_config
 
 
-def students(config, teacher: str, output: str) -> dict:
-    """The configs of the two students of ``teacher``."""
+def students(config, teacher: str, output: str, corpus: str) -> dict:
+    """The configs of the students of ``teacher``; ``corpus`` is the unlabeled text of ``corpus``."""
     distilled = student_config(config, teacher, keep_layers="every_other")
     pruned = distilled.model_copy(update={"distill": None})
+    with_corpus = student_config(config, teacher, keep_layers="every_other", corpus=corpus)
     return {"distilled": distilled.model_copy(update={"output": f"{output}/distilled"}),
-            "pruned": pruned.model_copy(update={"output": f"{output}/pruned"})}
+            "pruned": pruned.model_copy(update={"output": f"{output}/pruned"}),
+            "corpus": with_corpus.model_copy(update={"output": f"{output}/corpus"})}
+
+
+def unlabeled_sentences(config, count: int) -> list[str]:
+    """``count`` training sentences, half from each task, none of the ``max_examples_per_task`` the
+    runs train on (the same seeded sample as theirs)."""
+    from mtl.data.readers import read_rows
+    from mtl.train.data import kept_positions
+
+    texts = []
+    for task in config.tasks:
+        rows = read_rows(task.train, task.kind)
+        labeled = set(kept_positions(len(rows), config.train.max_examples_per_task, config.train.seed) or [])
+        left_out = [row for position, row in enumerate(rows) if position not in labeled]
+        texts += [row.get("text") or " ".join(row["tokens"]) for row in left_out[:count // len(config.tasks)]]
+    return texts
 
 
 def labeling_rate(model: str, corpus: Path, output: Path) -> float:
@@ -49,6 +69,10 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=20_000, help="real sentences each model labels")
+    parser.add_argument("--students", nargs="+", choices=["distilled", "pruned", "corpus"],
+                        default=["distilled", "pruned", "corpus"])
+    parser.add_argument("--corpus-sentences", type=int, default=4000,
+                        help="unlabeled sentences the corpus student learns from besides the labeled ones")
     parser.add_argument("--output", default="runs/benchmark_distill")
     parser.add_argument("--reuse", action="store_true", help="read finished student runs instead of training them")
     args = parser.parse_args()
@@ -60,7 +84,11 @@ def main() -> None:
     ray.init(ignore_reinit_error=True)
     teacher = storage.absolute(args.teacher)
     scores = {"teacher": json.loads(storage.read_text(storage.join(teacher, "mtl.json")))["metadata"]["metrics"]}
-    runs = students(config, teacher, args.output)
+    corpus = storage.absolute(storage.join(args.output, "unlabeled.txt"))
+    if "corpus" in args.students:
+        storage.write_text(corpus, "".join(f"{text}\n" for text in unlabeled_sentences(config, args.corpus_sentences)))
+    runs = {name: student for name, student in students(config, teacher, args.output, corpus).items()
+            if name in args.students}
     scores.update({name: run(student, args.reuse)["best"] for name, student in runs.items()})
     models = {"teacher": teacher, **{name: storage.join(student.output, "best") for name, student in runs.items()}}
     with tempfile.TemporaryDirectory() as work:

@@ -95,7 +95,7 @@ def plan_training_data(config: Config, extra_sources: dict[str, dict[str, DataSo
             seen |= labels
         spec = TaskSpec.from_labels(task.name, task.kind, seen)
         own_rows = sum(rows for rows, source in zip(file_rows, file_sources) if source == 0)
-        keep = _kept_positions(own_rows, config.train.max_examples_per_task, config.train.seed)
+        keep = kept_positions(own_rows, config.train.max_examples_per_task, config.train.seed)
         plans[task.name] = TaskData(name=task.name, kind=task.kind,
                                     sources=[source.model_dump() for source in sources.values()],
                                     file_sources=file_sources, files=files, names=names, file_rows=file_rows,
@@ -172,7 +172,7 @@ def _data_error(error: BaseException, where: str) -> Exception:
     return error
 
 
-def _kept_positions(total: int, limit: int | None, seed: int) -> list[int] | None:
+def kept_positions(total: int, limit: int | None, seed: int) -> list[int] | None:
     """A seeded random sample of ``limit`` row positions (not the first ones: files are often sorted)."""
     if limit is None or total <= limit:
         return None
