@@ -1,6 +1,7 @@
 """Training data on Ray Data: read on the cluster, counted on the driver, streamed to each worker.
 
-    driver   plan_training_data: one Ray Data pass per task that only counts (rows per file, the
+    driver   plan_training_data: one Ray Data pass per task (per source of a task: its own data,
+             and a distillation's teacher-labeled corpus) that only counts (rows per file, the
              labels seen): the label maps, and how many rows each rank gets. Only counts reach it.
     worker   TaskStream: its own share of a task (every W-th row), read and picked out by Ray Data
              tasks on the cluster, tokenized and shuffled in windows by a thread of the worker

@@ -58,7 +58,7 @@ def teacher_labeled_sources(config: Config) -> dict[str, dict[str, DataSource]]:
     could not label are passed over). The corpus is labeled anew on every run: the teacher may
     have changed since the last."""
     settings = config.distill
-    output = storage.join(config.output, TEACHER_LABELS)
+    output = storage.absolute(storage.join(config.output, TEACHER_LABELS))
     read_back = {"classification": lambda name: {"label_column": name},
                  "tagging": lambda name: {"spans_column": name}}
     tasks = [task for task in config.tasks if task.kind in read_back]
