@@ -35,7 +35,6 @@ from mtl.data.features import Featurizer
 from mtl.errors import ModelFolderError
 from mtl.model.encoder import SentenceEncoder
 from mtl.model.multitask import MultiTaskModel
-from mtl.model_card import write_model_card
 from mtl.onnx_backend import EXPORT_FILE
 from mtl.tasks import TaskSpec
 
@@ -111,6 +110,10 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
         "metadata": {**bundle.metadata, **(metadata or {})},
     }
     (folder / SPEC_FILE).write_text(json.dumps(description, indent=2, default=str))
+    # imported here, not above: the card's metrics bring scipy, 1.4 s of every labeler actor's and
+    # serving replica's start that only loads a model
+    from mtl.model_card import write_model_card
+
     write_model_card(str(folder), model_version(folder))
     return folder
 
