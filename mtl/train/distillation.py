@@ -54,15 +54,16 @@ def resolve_teacher(config: Config) -> Config:
 
 def teacher_labeled_sources(config: Config) -> dict[str, dict[str, DataSource]]:
     """Label ``distill.corpus`` with the (resolved) teacher into ``<output>/teacher_labels`` and
-    return, per classification and tagging task, that output as a source of its training rows (rows the teacher
-    could not label are passed over). The corpus is labeled anew on every run: the teacher may
-    have changed since the last."""
+    return, per classification and tagging task, that output as a source of its training rows
+    (rows the teacher could not label are passed over). The corpus is labeled anew on every run:
+    the teacher may have changed since the last. Its path is taken as the config's data paths are
+    (``trainer._paths_for_workers``): relative only in a job whose working folder every node has."""
     settings = config.distill
     output = storage.absolute(storage.join(config.output, TEACHER_LABELS))
     read_back = {"classification": lambda name: {"label_column": name},
                  "tagging": lambda name: {"spans_column": name}}
     tasks = [task for task in config.tasks if task.kind in read_back]
-    options = LabelOptions(model=settings.teacher, input=storage.absolute(settings.corpus),
+    options = LabelOptions(model=settings.teacher, input=settings.corpus,
                            text_column=settings.corpus_text_column, output=output, embedding=False,
                            tasks=tuple(task.name for task in tasks), overwrite=True,
                            use_gpu=config.train.use_gpu, output_shared=config.train.storage_shared)
