@@ -6,6 +6,7 @@ benchmarks that need a real cluster whose nodes share no folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -19,6 +20,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "s3://e2e"
+NODE_ARGUMENTS = ["--block", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000", "--disable-usage-stats"]
+# Ray refuses a second node unless told this is a cluster
+CLUSTER = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+# (set on the head, for every node) Ray keeps about one idle worker process per CPU and ends the
+# rest a second after their task: with a job's actors alive, every Ray Data task would then start
+# and import a new process, seconds each on a small machine
+WARM_WORKER_POOL = {"num_workers_soft_limit": 12}
 
 
 def free_port() -> int:
@@ -71,24 +79,26 @@ class LocalCluster:
         self.nodes: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
-        common = ["--block", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000", "--disable-usage-stats"]
-        # Ray refuses a second node unless told this is a cluster. Each node gets its own temp dir,
-        # as on separate machines: sharing one, the second node's runtime-env agent removes the
-        # unpacked working dir that the head's jobs run in.
-        cluster = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-        self._start_node("head", cluster, [
+        # Each node gets its own temp dir, as on separate machines: sharing one, the second node's
+        # runtime-env agent removes the unpacked working dir that the head's jobs run in.
+        self._start_node("head", [
             "--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus}", f"--temp-dir={self.work / 'ray-head'}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            *common])
+            f"--system-config={json.dumps(WARM_WORKER_POOL)}", *NODE_ARGUMENTS])
         self._wait(lambda: self.run(["ray", "job", "list"], check=False).returncode == 0, "the head's jobs API")
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        """Start the second node (again, after ``kill_node("worker")``) and wait until it has joined."""
+        before = set(self.alive_nodes())  # a killed node stays listed until its health checks fail
         # Ray rewrites a joining address of 127.0.0.1 to the machine's routable one; 127.0.0.2 is
         # loopback too and left alone
-        self._start_node("worker", cluster, [
+        self._start_node("worker", [
             f"--address=127.0.0.2:{self.gcs_port}", f"--num-cpus={self.worker_cpus}",
-            f"--temp-dir={self.work / 'ray-worker'}", *common])
-        self._wait(lambda: len(self.alive_nodes()) == 2, "the second node")
+            f"--temp-dir={self.work / 'ray-worker'}", *NODE_ARGUMENTS])
+        self._wait(lambda: set(self.alive_nodes()) - before, "the second node")
 
-    def _start_node(self, name: str, env: dict, arguments: list[str]) -> None:
+    def _start_node(self, name: str, arguments: list[str]) -> None:
         # agent ports of their own: Ray's fixed defaults (52365, ...) may be taken by another Ray on
         # the machine, and a head without its job agent answers "No available agent to submit job"
         ports = [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
@@ -96,7 +106,7 @@ class LocalCluster:
         log = open(self.work / f"{name}.log", "w")  # noqa: SIM115 (the node process writes it until it ends)
         cache = {"MTL_CACHE_DIR": str(self.work / f"cache-{name}")}
         self.nodes[name] = subprocess.Popen([str(BIN / "ray"), "start", *arguments, *ports],
-                                            env={**self.env, **env, **cache}, stdout=log,
+                                            env={**self.env, **CLUSTER, **cache}, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive_nodes(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The two-node cluster run of scripts/multinode_e2e.py: train, label, serve, and lose a node."""
+"""The two-node cluster run of scripts/multinode_e2e.py: train losing a node, label, serve."""
 
 import subprocess
 import sys
@@ -22,7 +22,7 @@ def test_jobs_run_end_to_end_on_a_two_node_cluster_and_survive_losing_a_node():
                           capture_output=True, text=True, timeout=1500)
     print(done.stdout[-3000:], done.stderr[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]
-    for step in ("train", "label", "serve", "fault"):
+    for step in ("train", "label", "serve"):
         assert f"ok {step}:" in done.stdout
     assert "tear down" in done.stdout
     assert ray_node_processes() == before, "the script left Ray node processes behind"
