@@ -29,7 +29,7 @@ DEMO = REPO / "data" / "demo"
 OBJECT_STORE_BYTES = 100 * 1024**2
 # Ray keeps about one idle worker process per CPU and ends the rest a second after their task: with
 # the actors of a training run alive, every Ray Data read then starts and imports a new process,
-# seconds each on 2 CPUs. Kept idle, they serve every later test (a tiny fit: 46 s -> 24 s here).
+# seconds each on 2 CPUs. Kept idle, they serve every later test (a tiny two-worker fit: 60 s -> 28 s).
 WARM_WORKER_POOL = {"num_workers_soft_limit": 24}
 
 
