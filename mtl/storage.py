@@ -7,8 +7,9 @@ it knows (local, S3, GCS, HDFS, Azure); any other scheme goes through fsspec whe
 installed. S3 credentials and endpoint come from the usual AWS variables (``AWS_ENDPOINT_URL`` for an
 S3-compatible server).
 
-Model folders on object storage are fetched once per node into a local cache keyed by the model's
-version (``cached_model_folder``), since Hugging Face loaders read local files only.
+Model folders and pretrained encoders on object storage are fetched once per node into a local
+cache keyed by their version (``cached_model_folder``, ``cached_folder``), since Hugging Face
+loaders read local files only.
 """
 
 from __future__ import annotations
@@ -209,15 +210,37 @@ def cached_model_folder(folder: str | os.PathLike, version_files: tuple[str, ...
 
     The version is a hash of ``version_files`` (the task description and head weights, which change
     with every trained model), so a retrained model at the same URI is fetched again while replicas
-    and labeling actors on one node share one copy. The copy is downloaded beside its final place and
-    renamed into it, so a reader never sees half a folder, even with several processes racing.
+    and labeling actors on one node share one copy.
     """
     if is_local(folder):
         return Path(resolve(folder)[1])
     digest = hashlib.sha256()
     for part in version_files:
         digest.update(read_bytes(join(folder, part)))
-    target = cache_root() / "models" / digest.hexdigest()[:16]
+    return _fetched_once(folder, digest.hexdigest()[:16])
+
+
+def cached_folder(folder: str | os.PathLike) -> Path:
+    """A local copy of any remote folder (a pretrained encoder on object storage), fetched once per
+    node and version. The version is the folder's URI and every file's name, size and modification
+    time, so a folder rewritten in place is fetched again without reading its weights to tell."""
+    if is_local(folder):
+        return Path(resolve(folder)[1])
+    filesystem, inner = resolve(folder)
+    infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+    files = sorted((info.path, info.size, str(info.mtime)) for info in infos if info.type == pafs.FileType.File)
+    if not files:
+        raise FileNotFoundError(f"no files under '{folder}'")
+    digest = hashlib.sha256(repr((str(folder), files)).encode())
+    return _fetched_once(folder, digest.hexdigest()[:16])
+
+
+def _fetched_once(folder: str | os.PathLike, version: str) -> Path:
+    """``folder`` in this node's cache under ``version``, downloaded unless it is there already.
+
+    The copy is downloaded beside its final place and renamed into it, so a reader never sees half
+    a folder, even with several processes racing."""
+    target = cache_root() / "models" / version
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

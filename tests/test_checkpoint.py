@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +69,28 @@ def test_newer_format_version_is_refused(tiny_bundle, tmp_path):
     (folder / SPEC_FILE).write_text(json.dumps({**description, "format_version": 99}))
     with pytest.raises(ModelFolderError, match="format_version 99"):
         load_model_folder(folder)
+
+
+def test_an_encoder_on_object_storage_trains_from_this_nodes_copy_fetched_once_per_version(
+        bucket, tiny_encoder_dir, demo_specs):
+    from mtl import storage
+    from mtl.checkpoint import build_model, resolve_encoder
+    from mtl.config import ModelConfig
+
+    uri = f"{bucket}/encoders/tiny"
+    storage.upload_folder(tiny_encoder_dir, uri)
+    copy = resolve_encoder(uri)
+    assert resolve_encoder(uri) == copy  # the second model on this node reads the same copy
+    torch.manual_seed(0)
+    remote = build_model(ModelConfig(encoder=uri, max_length=16), demo_specs)
+    torch.manual_seed(0)
+    local = build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=16), demo_specs)
+    assert_same_predictions(Predictor(remote, device="cpu").predict(TEXTS),
+                            Predictor(local, device="cpu").predict(TEXTS))
+
+    config = json.loads(storage.read_text(f"{uri}/config.json"))
+    storage.write_text(f"{uri}/config.json", json.dumps({**config, "hidden_dropout_prob": 0.2}))  # replaced in place
+    replaced = resolve_encoder(uri)
+    assert replaced != copy and json.loads((Path(replaced) / "config.json").read_text())["hidden_dropout_prob"] == 0.2
+    with pytest.raises(FileNotFoundError, match="encoders/absent"):
+        resolve_encoder(f"{bucket}/encoders/absent")
