@@ -1,6 +1,6 @@
 """A real two-node Ray cluster on one machine, and the project's jobs run against it end to end.
 
-    python scripts/multinode_e2e.py [--keep-logs DIR]
+    python scripts/multinode_e2e.py [--encoder DIR] [--keep-logs DIR]
 
 Starts an S3-compatible server (moto) and a head node and a second node with `ray start` (two
 separate node processes on 127.0.0.1, each with its own CPU budget and temp folder, token
@@ -8,9 +8,11 @@ authentication on). The nodes share no folder for outputs: every output goes thr
 as on a cluster whose nodes have only their own disks. Then:
 
 1. `ray job submit` of training with two workers spread over the nodes, output and checkpoints on
-   S3; checks from the job's own report that the ranks started on different nodes, then kills the
-   second node after the first checkpoint and checks that the job still succeeds, restarted on the
-   head node from the checkpoint on S3, with the model and checkpoints in the bucket;
+   S3 (and the pretrained encoder too with `--encoder`: a local encoder folder the script uploads,
+   which each node then fetches; the tests pass a tiny one); checks from the job's own report that
+   the ranks started on different nodes, then kills the second node after the first checkpoint and
+   checks that the job still succeeds, restarted on the head node from the checkpoint on S3, with
+   the model and checkpoints in the bucket;
 2. the second node joins again, as a replaced machine would;
 3. `ray job submit` of labeling with that model, corpus and output on S3; checks the output row
    count, and that a local output is refused on the two nodes;
@@ -45,7 +47,10 @@ from mtl import storage  # noqa: E402  (the repository, wherever the script is s
 FAST_TRAINING = ["--set", "train.max_examples_per_task=48", "--set", "train.batch_size=8",
                  "--set", "train.num_workers=2", "--set", "train.placement_strategy=SPREAD",
                  "--set", "train.cpus_per_worker=1", "--set", "model.max_length=32",
-                 "--set", "train.preserve_embedding=null"]
+                 "--set", "train.preserve_embedding=null", "--set", "train.patience=null"]
+# the node is stopped once the first epoch's checkpoint is on S3: the epochs after it (about a second
+# each on the tiny encoder) must outlast noticing the checkpoint and stopping the node
+EPOCHS = 12
 
 
 def placements(logs: str) -> list[list[str]]:
@@ -105,9 +110,13 @@ def serve_from_each_node(cluster: LocalCluster, model: str, work: Path) -> str:
     return "answers from nodes " + " and ".join(sorted(node[:8] for node in seen)) + ", model fetched once per node"
 
 
-def train_losing_a_node(cluster: LocalCluster, output: str) -> str:
-    job = cluster.submit(["python", "-m", "jobs.train", "--config", "jobs/configs/demo.yaml", "--set", "train.epochs=4",
-                          "--set", "train.max_failures=3", "--set", f"output={output}", *FAST_TRAINING])
+def train_losing_a_node(cluster: LocalCluster, output: str, encoder: Path | None) -> str:
+    settings = ["--set", f"train.epochs={EPOCHS}", "--set", "train.max_failures=3", "--set", f"output={output}",
+                *FAST_TRAINING]
+    if encoder:
+        storage.upload_folder(encoder, f"{BUCKET}/encoder")
+        settings += ["--set", f"model.encoder={BUCKET}/encoder"]
+    job = cluster.submit(["python", "-m", "jobs.train", "--config", "jobs/configs/demo.yaml", *settings])
     snapshot = f"{output}/ray/mtl-train/checkpoint_manager_snapshot.json"
     deadline = time.time() + 600
     while not storage.is_file(snapshot):
@@ -120,7 +129,8 @@ def train_losing_a_node(cluster: LocalCluster, output: str) -> str:
     assert len(runs[0]) == 2 and runs[0][0] != runs[0][1], f"workers did not start on two nodes: {runs[0]}"
     assert len(runs) >= 2, f"the workers never restarted: {runs}"
     metrics = json.loads(storage.read_text(f"{output}/metrics.json"))
-    assert metrics["resumes"] >= 1 and [entry["epoch"] for entry in metrics["history"]][-1] == 4
+    epochs = [entry["epoch"] for entry in metrics["history"]]
+    assert metrics["resumes"] >= 1 and epochs[-1] == EPOCHS, f"{metrics['resumes']} resumes, epochs {epochs}"
     assert storage.is_file(f"{output}/best/mtl.json") and storage.list_files(f"{output}/ray/mtl-train")
     nodes = ", ".join(node[:8] for node in runs[-1])
     return (f"ranks on nodes {runs[0][0][:8]} and {runs[0][1][:8]}, restarted {len(runs) - 1}x from the checkpoint "
@@ -137,6 +147,7 @@ def timed(name: str, times: dict):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", type=Path, help="train from this local encoder folder, uploaded to S3 first")
     parser.add_argument("--keep-logs", type=Path, help="copy the node logs here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mtl-multinode-"))
@@ -147,7 +158,7 @@ def main() -> int:
             object_storage.start()
             cluster.start()
         with timed("1. train, second node stopped mid-run", times):
-            results["train"] = train_losing_a_node(cluster, f"{BUCKET}/train")
+            results["train"] = train_losing_a_node(cluster, f"{BUCKET}/train", args.encoder)
         with timed("2. the second node joins again", times):
             cluster.start_worker()
         with timed("3. label the demo corpus", times):
@@ -155,7 +166,7 @@ def main() -> int:
         with timed("4. serve deploy, a replica per node", times):
             results["serve"] = serve_from_each_node(cluster, f"{BUCKET}/train/best", work)
     except Exception as error:  # report and tear down; the exit code says it failed
-        print(f"FAILED: {error}", file=sys.stderr)
+        print(f"FAILED: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     finally:
         with timed("tear down", times):

@@ -1,4 +1,6 @@
-"""The two-node cluster run of scripts/multinode_e2e.py: train losing a node, label, serve."""
+"""The two-node cluster run of scripts/multinode_e2e.py: train losing a node, label, serve. It
+trains the tiny encoder, from S3: the cluster's behaviour is what is checked, and MiniLM's weights
+and optimizer state made each checkpoint a 270 MB upload."""
 
 import subprocess
 import sys
@@ -16,9 +18,10 @@ def ray_node_processes() -> int:
 
 
 @pytest.mark.timeout(1500)  # the script's own limit: on a slow day it has taken over 600 s
-def test_jobs_run_end_to_end_on_a_two_node_cluster_and_survive_losing_a_node():
+def test_jobs_run_end_to_end_on_a_two_node_cluster_and_survive_losing_a_node(tiny_encoder_dir):
     before = ray_node_processes()
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "multinode_e2e.py")], cwd=REPO,
+    script = [sys.executable, str(REPO / "scripts" / "multinode_e2e.py"), "--encoder", str(tiny_encoder_dir)]
+    done = subprocess.run(script, cwd=REPO,
                           capture_output=True, text=True, timeout=1500)
     print(done.stdout[-3000:], done.stderr[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]
