@@ -189,7 +189,9 @@ def test_the_endpoint_refuses_at_deploy_time_a_backend_its_model_folder_cannot_r
 
 @pytest.fixture(scope="module")
 def demo_model(ray_local, tmp_path_factory):
-    """jobs/configs/demo.yaml on the packaged MiniLM, one epoch, exported; and its eval rows."""
+    """jobs/configs/demo.yaml on the packaged MiniLM, one epoch, exported; and its eval rows. What is
+    checked is the export, so the run leaves out what costs time and is tested elsewhere: embedding
+    preservation (a second encoder and a forward pass per row) and MLflow."""
     from conftest import REPO
 
     from mtl.config import load_config
@@ -197,7 +199,8 @@ def demo_model(ray_local, tmp_path_factory):
     from mtl.train.trainer import fit
 
     output = tmp_path_factory.mktemp("demo") / "run"
-    config = load_config(REPO / "jobs" / "configs" / "demo.yaml", [f"output={output}", "train.epochs=1"])
+    config = load_config(REPO / "jobs" / "configs" / "demo.yaml", [f"output={output}", "train.epochs=1",
+                                                                     "train.preserve_embedding=null", "mlflow=null"])
     config = config.model_copy(update={"tasks": [task.model_copy(update={
         "train": task.train.model_copy(update={"path": str(REPO / task.train.path)}),
         "eval": task.eval.model_copy(update={"path": str(REPO / task.eval.path)})}) for task in config.tasks]})
