@@ -72,15 +72,17 @@ def test_newer_format_version_is_refused(tiny_bundle, tmp_path):
 
 
 def test_an_encoder_on_object_storage_trains_from_this_nodes_copy_fetched_once_per_version(
-        bucket, tiny_encoder_dir, demo_specs):
+        bucket, tiny_encoder_dir, demo_specs, tmp_path, monkeypatch):
     from mtl import storage
     from mtl.checkpoint import build_model, resolve_encoder
     from mtl.config import ModelConfig
 
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))  # a cache of its own: the session's is counted
     uri = f"{bucket}/encoders/tiny"
     storage.upload_folder(tiny_encoder_dir, uri)
     copy = resolve_encoder(uri)
     assert resolve_encoder(uri) == copy  # the second model on this node reads the same copy
+    assert Path(copy).parent == tmp_path / "cache" / "models"
     torch.manual_seed(0)
     remote = build_model(ModelConfig(encoder=uri, max_length=16), demo_specs)
     torch.manual_seed(0)
