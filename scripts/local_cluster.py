@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -76,7 +76,9 @@ class LocalCluster:
                     "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
                     # each node caches models from S3 in its own folder, as on separate machines
                     **object_storage}
+        self.headers = {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
         self.nodes: dict[str, subprocess.Popen] = {}
+        self.jobs = None  # JobSubmissionClient, once the head is up
 
     def start(self) -> None:
         # Each node gets its own temp dir, as on separate machines: sharing one, the second node's
@@ -85,8 +87,20 @@ class LocalCluster:
             "--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus}", f"--temp-dir={self.work / 'ray-head'}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--system-config={json.dumps(WARM_WORKER_POOL)}", *NODE_ARGUMENTS])
-        self._wait(lambda: self.run(["ray", "job", "list"], check=False).returncode == 0, "the head's jobs API")
+        self._wait(self._connect, "the head's jobs API")
         self.start_worker()
+
+    def _connect(self) -> bool:
+        """Make the jobs client once the head answers. The script talks to the head over HTTP from
+        this process: each `ray job status` or `ray status` would start a Python process that imports
+        Ray, over two seconds of CPU per poll on a small machine that is also running the jobs."""
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            self.jobs = JobSubmissionClient(self.env["RAY_ADDRESS"], headers=self.headers)
+        except ConnectionError:
+            return False
+        return True
 
     def start_worker(self) -> None:
         """Start the second node (again, after ``kill_node("worker")``) and wait until it has joined."""
@@ -110,9 +124,13 @@ class LocalCluster:
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive_nodes(self) -> list[str]:
-        status = self.run(["ray", "status", f"--address=127.0.0.1:{self.gcs_port}"], check=False).stdout
-        active = status.split("Active:")[1].split("Pending:")[0] if "Active:" in status else ""
-        return re.findall(r"node_([0-9a-f]+)", active)
+        """The ids of the nodes the head counts as alive (its state API)."""
+        import requests
+
+        answer = requests.get(f"{self.env['RAY_ADDRESS']}/api/v0/nodes", headers=self.headers, timeout=30,
+                              params={"filter_keys": "state", "filter_predicates": "=", "filter_values": "ALIVE"})
+        answer.raise_for_status()
+        return [node["node_id"] for node in answer.json()["data"]["result"]["result"]]
 
     def kill_node(self, name: str) -> None:
         process = self.nodes.pop(name)
@@ -132,36 +150,30 @@ class LocalCluster:
         return done
 
     def submit(self, entrypoint: list[str]) -> str:
-        """`ray job submit --no-wait`; returns the submission id."""
-        command = ["ray", "job", "submit", "--no-wait", "--working-dir", ".", "--", *entrypoint]
+        """Submit a job with this repository as its working dir, without waiting; returns its id."""
         deadline = time.time() + 120
         while True:  # a freshly started head answers "No available agent ... try again later" for a while
-            done = self.run(command, check=False)
-            if done.returncode == 0:
-                return re.search(r"raysubmit_\w+", done.stdout).group(0)
-            if "try again later" not in done.stdout + done.stderr or time.time() > deadline:
-                raise RuntimeError(f"ray job submit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            try:
+                return self.jobs.submit_job(entrypoint=shlex.join(entrypoint), runtime_env={"working_dir": str(REPO)})
+            except RuntimeError as refused:
+                if "try again later" not in str(refused) or time.time() > deadline:
+                    raise
             time.sleep(2)
 
     def wait_for_job(self, job: str, timeout: float = 900) -> str:
         """Wait until the job ends; return its logs, or raise with them when it did not succeed."""
+        from ray.job_submission import JobStatus
+
         deadline = time.time() + timeout
         while time.time() < deadline:
-            done = self.run(["ray", "job", "status", job], check=False)
-            status = (done.stdout + done.stderr).lower()  # e.g. "Job 'raysubmit_...' succeeded"
-            for final in ("succeeded", "failed", "stopped"):
-                if f"' {final}" in status:
-                    logs = self._logs(job)
-                    if final != "succeeded":
-                        raise RuntimeError(f"job {job} {final}:\n{logs[-4000:]}")
-                    return logs
-            time.sleep(2)
-        logs = self._logs(job)
-        raise RuntimeError(f"job {job} did not finish within {timeout}s:\n{logs[-4000:]}")
-
-    def _logs(self, job: str) -> str:
-        done = self.run(["ray", "job", "logs", job], check=False)
-        return done.stdout + done.stderr
+            status = self.jobs.get_job_status(job)
+            if status.is_terminal():
+                logs = self.jobs.get_job_logs(job)
+                if status != JobStatus.SUCCEEDED:
+                    raise RuntimeError(f"job {job} {status.value.lower()}:\n{logs[-4000:]}")
+                return logs
+            time.sleep(1)
+        raise RuntimeError(f"job {job} did not finish within {timeout}s:\n{self.jobs.get_job_logs(job)[-4000:]}")
 
     @staticmethod
     def _wait(condition, what: str, seconds: float = 120) -> None:
