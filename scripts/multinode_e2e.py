@@ -43,12 +43,11 @@ from local_cluster import BUCKET, LocalCluster, ObjectStorage, free_port  # noqa
 from mtl import storage  # noqa: E402  (the repository, wherever the script is started)
 
 # what is checked here is the cluster's behaviour: embedding preservation (tested on its own) is off,
-# since it costs each worker a second encoder to load and a forward pass per row, and so is MLflow
-# (tested on its own), whose store would be a file in the job's unpacked working dir on the head
+# since it costs each worker a second encoder to load and a forward pass per row
 FAST_TRAINING = ["--set", "train.max_examples_per_task=48", "--set", "train.batch_size=8",
                  "--set", "train.num_workers=2", "--set", "train.placement_strategy=SPREAD",
                  "--set", "train.cpus_per_worker=1", "--set", "model.max_length=32",
-                 "--set", "train.preserve_embedding=null", "--set", "train.patience=null", "--set", "mlflow=null"]
+                 "--set", "train.preserve_embedding=null", "--set", "train.patience=null"]
 # the node is stopped once the first epoch's checkpoint is on S3: the epochs after it (about a second
 # each on the tiny encoder) must outlast noticing the checkpoint and stopping the node
 EPOCHS = 12
