@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from scipy import stats
 
 from mtl.tasks import bio_spans
 
@@ -104,6 +103,10 @@ def similarity_report(cosines: list[float], gold: list[float]) -> dict:
     """Spearman (the STS benchmarks' measure) and Pearson correlation of cosines with gold scores."""
     if len(cosines) < 2:
         return {"spearman": 0.0, "pearson": 0.0, "pairs": len(cosines)}
+    # imported here, not above: scipy.stats takes 1.2 s to import, and every training worker and
+    # job driver imports this module whether or not a run has a similarity task
+    from scipy import stats
+
     return {"spearman": float(stats.spearmanr(cosines, gold).statistic),
             "pearson": float(stats.pearsonr(cosines, gold).statistic), "pairs": len(cosines)}
 
