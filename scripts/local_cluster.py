@@ -78,7 +78,7 @@ class LocalCluster:
                     **object_storage}
         self.headers = {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
         self.nodes: dict[str, subprocess.Popen] = {}
-        self.jobs = None  # JobSubmissionClient, once the head is up
+        self.jobs = self.state = None  # the head's jobs and state API clients, once it is up
 
     def start(self) -> None:
         # Each node gets its own temp dir, as on separate machines: sharing one, the second node's
@@ -87,7 +87,9 @@ class LocalCluster:
             "--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus}", f"--temp-dir={self.work / 'ray-head'}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--system-config={json.dumps(WARM_WORKER_POOL)}", *NODE_ARGUMENTS])
-        self._wait(self._connect, "the head's jobs API")
+        # the head answers its jobs API a moment before its state API lists it as a node: waiting for
+        # both keeps start_worker from taking the head for the node that joined
+        self._wait(lambda: (self.jobs or self._connect()) and self.alive_nodes(), "the head")
         self.start_worker()
 
     def _connect(self) -> bool:
@@ -95,11 +97,13 @@ class LocalCluster:
         this process: each `ray job status` or `ray status` would start a Python process that imports
         Ray, over two seconds of CPU per poll on a small machine that is also running the jobs."""
         from ray.job_submission import JobSubmissionClient
+        from ray.util.state import StateApiClient
 
         try:
             self.jobs = JobSubmissionClient(self.env["RAY_ADDRESS"], headers=self.headers)
         except ConnectionError:
             return False
+        self.state = StateApiClient(self.env["RAY_ADDRESS"], headers=self.headers)
         return True
 
     def start_worker(self) -> None:
@@ -125,12 +129,11 @@ class LocalCluster:
 
     def alive_nodes(self) -> list[str]:
         """The ids of the nodes the head counts as alive (its state API)."""
-        import requests
+        from ray.util.state.common import ListApiOptions, StateResource
 
-        answer = requests.get(f"{self.env['RAY_ADDRESS']}/api/v0/nodes", headers=self.headers, timeout=30,
-                              params={"filter_keys": "state", "filter_predicates": "=", "filter_values": "ALIVE"})
-        answer.raise_for_status()
-        return [node["node_id"] for node in answer.json()["data"]["result"]["result"]]
+        alive = self.state.list(StateResource.NODES, ListApiOptions(filters=[("state", "=", "ALIVE")]),
+                                raise_on_missing_output=False)
+        return [node["node_id"] for node in alive]
 
     def kill_node(self, name: str) -> None:
         process = self.nodes.pop(name)
