@@ -32,7 +32,7 @@ def expected_steps(examples: int, workers: int, batch_size: int, epochs: int, ac
     return math.ceil(tasks * batches_per_task / accumulation) * epochs
 
 
-def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, tiny_encoder_dir, tmp_path):
+def test_two_workers_train_export_the_best_model_and_resume_when_run_again(ray_local, tiny_encoder_dir, tmp_path):
     raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), num_workers=2, mixing="round_robin",
                       loss_weighting="uncertainty", gradual_unfreezing={"every": 2, "unit": "steps"},
                       preserve_embedding={"weight": 1.0})
@@ -41,6 +41,7 @@ def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, ti
     raw["tasks"].append({"name": "paraphrase", "kind": "similarity", "train": pairs, "eval": pairs})
     raw["embedding_eval"] = pairs
     summary = fit(validate_config(raw))
+    assert summary.resumes == 0
     assert summary.steps == expected_steps(64, 2, 16, 2, tasks=3)
     assert [entry["epoch"] for entry in summary.history] == [1, 2]
     assert summary.best["combined"] == max(entry["combined"] for entry in summary.history)
@@ -75,16 +76,12 @@ def test_two_workers_train_and_export_best_model_metrics_and_plots(ray_local, ti
         "learning_curve_embedding.png", "confusion_sentiment.png"}
     assert all(Path(path).read_bytes()[:4] == b"\x89PNG" for path in summary.plots)
     assert "combined" in summary.table()
-
-
-def test_rerun_with_the_same_output_resumes_instead_of_starting_over(ray_local, tiny_encoder_dir, tmp_path):
-    config = validate_config(demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), epochs=1))
-    first = fit(config)
-    assert first.resumes == 0
-    again = fit(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}))
+    # run again with the same output and one more epoch: it goes on from the last checkpoint
+    again = fit(validate_config({**raw, "train": {**raw["train"], "epochs": 3}}))
     assert again.resumes == 1
-    assert again.steps == 2 * first.steps
-    assert [entry["epoch"] for entry in again.history] == [1, 2]
+    assert again.steps == expected_steps(64, 2, 16, 3, tasks=3)
+    assert [entry["epoch"] for entry in again.history] == [1, 2, 3]
+    assert again.history[:2] == summary.history
 
 
 def kill_a_worker_after_first_checkpoint(run_folder: str, deadline: float) -> int:
