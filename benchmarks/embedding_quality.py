@@ -38,13 +38,12 @@ DEFAULT_VARIANTS = ("without", "preserve", "sts")
 
 def variant_config(base, name: str, output: str):
     """The shipped config as the variant ``name`` trains it."""
-    tasks = list(base.tasks)
+    tasks = [] if name == "sts_alone" else list(base.tasks)
     train = base.train
     if name in ("without", "sts_alone"):
         train = train.model_copy(update={"preserve_embedding": None})
     if name in ("sts", "sts_alone"):
         sts = base.embedding_eval.model_copy(update={"path": STS_TRAIN})
-        tasks = [] if name == "sts_alone" else tasks
         tasks.append(TaskConfig(name="sts", kind="similarity", train=sts, eval=base.embedding_eval))
     return base.model_copy(update={"tasks": tasks, "train": train, "output": f"{output}/{name}"})
 
