@@ -167,10 +167,13 @@ class GradualUnfreezing(_Frozen):
 
 class EmbeddingPreservation(_Frozen):
     """Keep the sentence embedding near the pretrained encoder's: every classification and tagging
-    batch adds ``weight`` times the mean cosine distance between the model's embedding of each
-    sentence and the one a frozen copy of the pretrained encoder gave it."""
+    batch adds ``weight`` times a distance to what a frozen copy of the pretrained encoder gave its
+    sentences. ``loss: cosine`` is the mean cosine distance of each sentence's embedding to its own;
+    ``similarities`` the mean squared difference between the cosines of every two sentences of the
+    batch, which keeps how sentences relate and leaves the space free to turn."""
 
     weight: float = Field(default=1.0, gt=0)
+    loss: Literal["cosine", "similarities"] = "cosine"
 
 
 class TrainConfig(_Frozen):

@@ -157,7 +157,8 @@ def test_reference_embeddings_are_the_pretrained_encoders_and_preservation_keeps
         own = tiny_bundle.model(**featurizer.encode(texts=[row["text"] for row in rows]).inputs, tasks=[]).embeddings
     np.testing.assert_allclose([feature[REFERENCE] for feature in features], own.numpy(), atol=1e-5)
 
-    def drift(weight: float) -> float:
+    def drift(weight: float, kind: str) -> float:
+        """How far 20 steps of the task move the embedding, by the preservation loss ``kind``."""
         torch.manual_seed(0)
         bundle = build_model(settings, [spec])
         batch = featurizer.collate(features)
@@ -165,14 +166,29 @@ def test_reference_embeddings_are_the_pretrained_encoders_and_preservation_keeps
 
         def loss_of(inputs):
             output = bundle.model(**inputs, tasks=["sentiment"], labels={"sentiment": labels})
-            return output.losses["sentiment"] + weight * preservation_loss(output.embeddings, reference)
+            return output.losses["sentiment"] + weight * preservation_loss(output.embeddings, reference, kind)
 
         train_on_pairs(bundle, batch, loss_of, steps=20)
         bundle.model.eval()
         with torch.no_grad():
-            return preservation_loss(bundle.model(**batch, tasks=[]).embeddings, reference).item()
+            return preservation_loss(bundle.model(**batch, tasks=[]).embeddings, reference, kind).item()
 
-    assert drift(10.0) < 0.5 * drift(0.0)
+    assert drift(10.0, "cosine") < 0.5 * drift(0.0, "cosine")
+    assert drift(10.0, "similarities") < 0.5 * drift(0.0, "similarities")
+
+
+def test_relational_preservation_asks_for_the_cosines_between_sentences_and_not_their_place():
+    torch.manual_seed(0)
+    reference = torch.randn(6, 8)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+    turned = reference @ rotation  # every cosine between two sentences as it was, every sentence moved
+    assert preservation_loss(turned, reference, "similarities").item() == pytest.approx(0.0, abs=1e-6)
+    assert preservation_loss(turned, reference, "cosine").item() > 0.1
+    moved = reference.clone()
+    moved[0] = -moved[0]  # the first sentence's cosine to each other one changes sign
+    cosines = torch.nn.functional.normalize(reference, dim=-1) @ torch.nn.functional.normalize(reference, dim=-1).T
+    expected = 2 * (2 * cosines[0, 1:]).pow(2).sum() / 36
+    assert preservation_loss(moved, reference, "similarities").item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -161,10 +161,11 @@ def test_two_workers_balance_the_gradients_of_every_task_in_each_step(ray_local,
                                                                        strategy):
     """A step of every task, accumulated over two micro-batches and averaged across ranks by hand
     (DDP's own all-reduce is off for these steps): the ranks must stay in step, GradNorm's weights
-    the same on both, and a head-only task and a cyclical schedule must run beside it."""
+    the same on both, and a head-only task, a cyclical schedule and relational preservation must
+    run beside it."""
     raw = demo_config(str(tiny_encoder_dir), str(tmp_path / "run"), num_workers=2, mixing="all_tasks",
                       loss_weighting=strategy, grad_accumulation=2, schedule="triangular", cycles=2,
-                      eval_every_steps=2, preserve_embedding={"weight": 1.0})
+                      eval_every_steps=2, preserve_embedding={"weight": 1.0, "loss": "similarities"})
     raw["tasks"][0]["head_only_steps"] = 2
     summary = fit(validate_config(raw))
     # 64 rows per task, 32 per rank: 2 batches of 16 per task; 2 all-task micro-batches per step

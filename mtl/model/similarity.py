@@ -5,7 +5,9 @@
   violations, scaled by ``scale``. It only asks for the right order, so the score's unit is free.
 - unscored pairs (and triplets): in-batch negatives (``MultipleNegativesRankingLoss``): each first
   sentence should be closer to its own pair than to every other pair (and negative) of the batch.
-- preservation: the mean cosine distance to a frozen copy of the pretrained encoder's embedding.
+- preservation: the mean cosine distance to a frozen copy of the pretrained encoder's embedding,
+  or, relational (Tung and Mori, 2019, "Similarity-Preserving Knowledge Distillation"), the mean
+  squared difference between the batch's cosine matrices under the model and under that copy.
 """
 
 from __future__ import annotations
@@ -35,9 +37,14 @@ def in_batch_negatives_loss(anchors: torch.Tensor, positives: torch.Tensor, nega
     return nn.functional.cross_entropy(scores, torch.arange(len(anchors), device=anchors.device))
 
 
-def preservation_loss(embeddings: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Mean of ``1 - cos`` between each embedding and its reference (a frozen encoder's)."""
-    return (1 - nn.functional.cosine_similarity(embeddings.float(), reference.float(), dim=-1)).mean()
+def preservation_loss(embeddings: torch.Tensor, reference: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """``kind="cosine"``: mean of ``1 - cos`` between each embedding and its reference (a frozen
+    encoder's). ``kind="similarities"``: mean squared difference between the cosine of every two
+    embeddings of the batch and that of their references."""
+    embeddings, reference = embeddings.float(), reference.float()
+    if kind == "similarities":
+        return (_cosine_matrix(embeddings, embeddings) - _cosine_matrix(reference, reference)).pow(2).mean()
+    return (1 - nn.functional.cosine_similarity(embeddings, reference, dim=-1)).mean()
 
 
 def _cosine_matrix(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:

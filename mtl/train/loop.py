@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mtl.checkpoint import ModelBundle, build_featurizer
-from mtl.config import EMBEDDING_METRICS, Config, Distillation
+from mtl.config import EMBEDDING_METRICS, Config, Distillation, EmbeddingPreservation
 from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
@@ -63,14 +63,14 @@ GRADIENT_BALANCING = ("gradnorm", "pcgrad")
 
 class TrainingModule(nn.Module):
     """The model and the loss weighting in one module, so that DDP keeps both in sync;
-    ``preservation_weight`` scales the embedding preservation loss of batches that carry a reference."""
+    ``preservation`` says how batches that carry a reference embedding keep to it."""
 
-    def __init__(self, model: nn.Module, weighting: LossWeighting, preservation_weight: float = 0.0,
+    def __init__(self, model: nn.Module, weighting: LossWeighting, preservation: EmbeddingPreservation | None = None,
                  distillation: Distillation | None = None):
         super().__init__()
         self.model = model
         self.weighting = weighting
-        self.preservation_weight = preservation_weight
+        self.preservation = preservation
         self.distillation = distillation
 
     def forward(self, batches: dict[str, dict[str, torch.Tensor]], head_only: frozenset[str] = frozenset()
@@ -96,8 +96,8 @@ class TrainingModule(nn.Module):
                 losses[task] = output.losses[task]
                 objectives[task] = self.weighting(task, losses[task])
             if reference is not None and task not in head_only:
-                preservations[task] = preservation_loss(output.embeddings, reference)
-                objectives[task] = objectives[task] + self.preservation_weight * preservations[task]
+                preservations[task] = preservation_loss(output.embeddings, reference, self.preservation.loss)
+                objectives[task] = objectives[task] + self.preservation.weight * preservations[task]
         return losses, objectives, preservations
 
     def _distilled(self, task: str, output, labels: torch.Tensor, teacher_logits: torch.Tensor,
@@ -200,9 +200,8 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
     freezing.apply_static(bundle.model)
     mixer = TaskMixer(batch_counts={name: stream.batches_per_pass for name, stream in streams.items()},
                       strategy=settings.mixing, temperature=settings.temperature, seed=settings.seed)
-    preservation = settings.preserve_embedding
     module = ray.train.torch.prepare_model(
-        TrainingModule(bundle.model, weighting, preservation.weight if preservation else 0.0, config.distill),
+        TrainingModule(bundle.model, weighting, settings.preserve_embedding, config.distill),
         # note: a step may run one task's head, so the other heads get no gradient that step
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
