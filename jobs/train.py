@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for start, nodes in enumerate(summary.placements):
         print(f"workers ({'start' if start == 0 else f'restart {start}'}): "
               + ", ".join(f"rank {rank} on node {node}" for rank, node in enumerate(nodes)))
+    print(f"device: {summary.devices[-1]}")
     print(f"best model: {summary.best_model}")
     if summary.tracked:
         registered = (f"; registered as {config.mlflow.register_as} version {summary.tracked.registered_version}"

@@ -71,7 +71,19 @@ def test_a_checkpoint_from_before_a_progress_field_existed_loads_with_its_defaul
 
     (tmp_path / "progress.json").write_text(json.dumps({"state": {"epoch": 2, "step": 40}}))
     progress = read_progress(tmp_path)
-    assert (progress.epoch, progress.step, progress.placements) == (2, 40, [])
+    assert (progress.epoch, progress.step, progress.placements, progress.devices) == (2, 40, [], [])
     with pytest.raises(TypeError):
         (tmp_path / "progress.json").write_text(json.dumps({"state": {"no_such_field": 1}}))
         read_progress(tmp_path)
+
+
+def test_the_reported_device_says_where_and_in_what_arithmetic_rank_0_trained(monkeypatch):
+    """What jobs.train prints and metrics.json keeps; the real H200 string is in docs/benchmarks.md."""
+    from mtl.train.loop import _device_description
+
+    assert _device_description(torch.device("cpu"), "auto") == "cpu, float32"
+    assert _device_description(torch.device("cpu"), "bf16") == "cpu, bf16 autocast"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert _device_description(torch.device("cuda:0"), "auto") == "cuda:0 (NVIDIA H200), bf16 autocast"
+    assert _device_description(torch.device("cuda:0"), "no") == "cuda:0 (NVIDIA H200), float32"

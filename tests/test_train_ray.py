@@ -67,6 +67,8 @@ def test_two_workers_train_export_the_best_model_and_resume_when_run_again(ray_l
         "classification", "tagging", "similarity"]
     stored = json.loads(Path(summary.metrics_file).read_text())
     assert set(stored) >= {"best", "history", "steps", "resumes"}
+    # where rank 0 trained, as the job reports it (scripts/gpu_check.py sees "cuda:0 (...), bf16 autocast")
+    assert summary.devices == stored["devices"] == ["cpu, float32"]
     # two workers: part of each step had an all-reduce in flight, and memory was sampled
     assert 0 < summary.allreduce_seconds_per_step < summary.seconds_per_step
     # (the kernel's per-CPU memory counters lag by a few pages: a MiB of slack)
@@ -78,7 +80,7 @@ def test_two_workers_train_export_the_best_model_and_resume_when_run_again(ray_l
     assert "combined" in summary.table()
     # run again with the same output and one more epoch: it goes on from the last checkpoint
     again = fit(validate_config({**raw, "train": {**raw["train"], "epochs": 3}}))
-    assert again.resumes == 1
+    assert again.resumes == 1 and again.devices == ["cpu, float32"] * 2
     assert again.steps == expected_steps(64, 2, 16, 3, tasks=3)
     assert [entry["epoch"] for entry in again.history] == [1, 2, 3]
     assert again.history[:2] == summary.history

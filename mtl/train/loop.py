@@ -183,6 +183,7 @@ def _set_up(loop_config: dict) -> Worker:
     if rank != 0:  # the epoch's loss totals of every rank are rank 0's to carry
         worker.state.epoch_loss_sums, worker.state.epoch_loss_counts = {}, {}
     worker.state.placements.append(_worker_nodes(world_size))
+    worker.state.devices.append(_device_description(worker.device, config.train.mixed_precision))
     return worker
 
 
@@ -350,12 +351,22 @@ def _worker_nodes(world_size: int) -> list[str]:
     return nodes
 
 
-def _autocast(mode: str, device: torch.device):
-    """bf16 autocast where asked, or on 'auto' where the GPU supports it; CPU stays in float32."""
+def _uses_bf16(mode: str, device: torch.device) -> bool:
+    """bf16 where asked, or on 'auto' where the GPU supports it; CPU stays in float32."""
     bf16_gpu = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if mode == "bf16" or (mode == "auto" and bf16_gpu):
+    return mode == "bf16" or (mode == "auto" and bf16_gpu)
+
+
+def _autocast(mode: str, device: torch.device):
+    if _uses_bf16(mode, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _device_description(device: torch.device, mixed_precision: str) -> str:
+    """What this worker trains on, for the job's report: a GPU run that fell back to the CPU shows."""
+    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return f"{name}, {'bf16 autocast' if _uses_bf16(mixed_precision, device) else 'float32'}"
 
 
 def _mean_losses(state: TrainState) -> dict[str, float]:

@@ -44,6 +44,7 @@ class TrainState:
     allreduce_seconds: float = 0.0   # of train_seconds, with a gradient all-reduce in flight (several workers)
     history: list = field(default_factory=list)
     placements: list = field(default_factory=list)  # per (re)start: the Ray node id of each rank
+    devices: list = field(default_factory=list)     # per (re)start: rank 0's device and arithmetic
     loss_sums: dict = field(default_factory=dict)     # this rank's training losses since the last evaluation
     loss_counts: dict = field(default_factory=dict)
     epoch_loss_sums: dict = field(default_factory=dict)   # ... and since the epoch began (for DWA)

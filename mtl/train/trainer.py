@@ -59,6 +59,7 @@ class TrainingSummary:
     seconds_per_step: float              # rank 0's, from taking a batch to the optimizer step
     allreduce_seconds_per_step: float    # of which a gradient all-reduce was in flight
     placements: list[list[str]]   # the Ray node id of each rank, per (re)start of the workers
+    devices: list[str]            # rank 0's device and arithmetic, per (re)start: "cuda:0 (NVIDIA H200), bf16 autocast"
     tracked: TrackedRun | None = None   # the MLflow run (and registered version), with config.mlflow
 
     def table(self) -> str:
@@ -194,7 +195,7 @@ def export_run(config: Config, best_checkpoint, latest_checkpoint) -> TrainingSu
                                          "sentences_per_second_per_worker": rate, **step_times,
                                          "peak_worker_rss_bytes": state["peak_worker_rss"],
                                          "peak_worker_private_rss_bytes": state["peak_worker_private_rss"],
-                                         "placements": state["placements"]})]
+                                         "placements": state["placements"], "devices": state["devices"]})]
         reports += plot_learning_curves(local, history) + plot_confusion_matrices(local, best)
         storage.replace_folder(local / "best", storage.join(output, "best"), last=SPEC_FILE)
         for report in reports:
@@ -202,4 +203,5 @@ def export_run(config: Config, best_checkpoint, latest_checkpoint) -> TrainingSu
     published = [storage.join(output, report.name) for report in reports]
     return TrainingSummary(best_model=storage.join(output, "best"), metrics_file=published[0], plots=published[1:],
                            best=best, history=history, steps=state["step"], resumes=state["resumes"],
-                           worker_sentences_per_second=rate, placements=state["placements"], **step_times)
+                           worker_sentences_per_second=rate, placements=state["placements"], devices=state["devices"],
+                           **step_times)
