@@ -90,6 +90,7 @@ def folder_agreement(model_dir: Path, texts: list[str], loaded: dict) -> dict[st
     """Lowest cosine between sentence-transformers' embeddings of our exported folder and ours."""
     import numpy as np
 
+    from mtl.metrics import row_cosines
     from mtl.predict import Predictor
 
     lowest = {}
@@ -98,8 +99,7 @@ def folder_agreement(model_dir: Path, texts: list[str], loaded: dict) -> dict[st
         ours = np.stack([a.embedding for a in Predictor.from_folder(model_dir, backend=backend, precision=precision)
                          .predict(texts[:len(embeddings)])])
         theirs = np.array(embeddings)
-        lowest[precision] = float(((ours * theirs).sum(-1) / (np.linalg.norm(ours, axis=-1)
-                                                               * np.linalg.norm(theirs, axis=-1))).min())
+        lowest[precision] = float(row_cosines(ours, theirs).min())
     return lowest
 
 

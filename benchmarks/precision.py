@@ -24,6 +24,7 @@ from mtl import storage
 from mtl.config import load_config
 from mtl.data.readers import read_rows
 from mtl.export import export_onnx
+from mtl.metrics import row_cosines
 from mtl.onnx_backend import EXPORT_FILE
 from mtl.predict import Predictor
 from mtl.train.evaluate import evaluate
@@ -63,7 +64,7 @@ def main() -> None:
           + f" {'cos mean':>9} {'cos min':>8} {'sent/s':>8} {'speed-up':>8}")
     for (backend, precision), result in results.items():
         got, want = result["embeddings"], baseline["embeddings"]
-        cosine = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+        cosine = row_cosines(got, want)
         print(f"{backend:<8} {precision:<9} " + " ".join(f"{result['scores'][task]:>10.4f}" for task in tasks)
               + f" {cosine.mean():>9.4f} {cosine.min():>8.4f} {result['rate']:>8.1f}"
               + f" {result['rate'] / baseline['rate']:>8.2f}")

@@ -33,6 +33,7 @@ from torch import nn
 from mtl import storage
 from mtl.checkpoint import ModelBundle, load_model_folder, model_version
 from mtl.data.features import Encoded
+from mtl.metrics import row_cosines
 from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, TOKEN_OUTPUT, OnnxMultiTaskModel
 
 FLOAT32_TOLERANCE = 1e-3   # largest absolute difference from PyTorch, on any output
@@ -202,7 +203,7 @@ def _agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
                encoded: Encoded) -> dict:
     """Embedding cosines, and the share of sentence labels and token tags (padding aside) that stay the same."""
     got, want = outputs[EMBEDDING_OUTPUT], reference[EMBEDDING_OUTPUT]
-    cosines = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+    cosines = row_cosines(got, want)
     real = encoded.inputs["attention_mask"].numpy().astype(bool)
     same = []
     for task, spec in bundle.model.specs.items():

@@ -133,7 +133,7 @@ def run_labeling(options: LabelOptions, *, progress: bool = False) -> LabelSumma
 def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str,
            progress: Progress | None = None) -> ray.data.Dataset:
     """The corpus read, cut into batches and labeled by the actor pool (lazily: nothing runs yet)."""
-    plan = _cluster_plan(options)
+    plan = cluster_plan(options)
     dataset = read_corpus(files, filesystem, fmt, options.text_column, IO_CPUS, readers=max(1, plan.max_actors // 4))
     rows_per_batch = batch_rows(options, estimate_row_bytes(files[0], filesystem, fmt),
                                 embedding_bytes=_embedding_bytes(options))
@@ -256,7 +256,8 @@ def plan_actors(options: LabelOptions, node_cpus: list[float], cluster_gpus: flo
     return ActorPlan(min_actors, max_actors, round(cpus, 4), 1 if use_gpu else 0, threads, tasks_in_flight)
 
 
-def _cluster_plan(options: LabelOptions) -> ActorPlan:
+def cluster_plan(options: LabelOptions) -> ActorPlan:
+    """The actors ``options`` get on the running cluster: its live nodes' CPUs and its GPUs."""
     node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
     return plan_actors(options, node_cpus, ray.cluster_resources().get("GPU", 0))
 

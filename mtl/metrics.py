@@ -99,6 +99,12 @@ def report_from_span_counts(counts: dict[str, list[int]]) -> dict:
     }
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine between each row of ``a`` and the same row of ``b``: how far one backend's,
+    precision's or device's embeddings are from another's for the same texts."""
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
 def similarity_report(cosines: list[float], gold: list[float]) -> dict:
     """Spearman (the STS benchmarks' measure) and Pearson correlation of cosines with gold scores."""
     if len(cosines) < 2:

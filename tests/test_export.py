@@ -13,6 +13,7 @@ import mtl.export
 from mtl.checkpoint import load_model_folder, save_model_folder
 from mtl.errors import ModelFolderError
 from mtl.export import cpu_family, export_onnx
+from mtl.metrics import row_cosines
 from mtl.predict import Predictor
 
 TEXTS = ["Alice Martin flew to Paris.", "terrible service at Hooli", "ok",
@@ -25,10 +26,6 @@ def exported_dir(tiny_model_dir, tmp_path_factory):
     shutil.copytree(tiny_model_dir, folder)
     export_onnx(folder)
     return folder
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def spans(prediction) -> list[tuple]:
@@ -86,7 +83,7 @@ def test_int8_embeddings_stay_close_to_float32(exported_dir):
     float32 = Predictor.from_folder(exported_dir, backend="onnx").predict(TEXTS)
     int8 = Predictor.from_folder(exported_dir, backend="onnx", precision="int8").predict(TEXTS)
     got, want = np.stack([p.embedding for p in int8]), np.stack([p.embedding for p in float32])
-    similarity = cosines(got, want)
+    similarity = row_cosines(got, want)
     assert similarity.mean() >= mtl.export.INT8_MIN_MEAN_COSINE and similarity.min() >= mtl.export.INT8_MIN_COSINE
     assert np.abs(got - want).max() > 1e-6, "the int8 model should not be the float32 one"
     quantized = onnx.load(str(exported_dir / "onnx" / f"model_qint8_{cpu_family()}.onnx"))
@@ -104,7 +101,7 @@ def test_bad_items_get_the_same_errors_on_every_backend(exported_dir):
 def test_bfloat16_autocast_stays_close_to_float32(tiny_model_dir):
     float32 = Predictor.from_folder(tiny_model_dir).predict(TEXTS)
     bfloat16 = Predictor.from_folder(tiny_model_dir, precision="bfloat16").predict(TEXTS)
-    similarity = cosines(np.stack([p.embedding for p in bfloat16]), np.stack([p.embedding for p in float32]))
+    similarity = row_cosines(np.stack([p.embedding for p in bfloat16]), np.stack([p.embedding for p in float32]))
     assert similarity.min() > 0.99
 
 
@@ -153,7 +150,7 @@ def test_a_model_folder_on_object_storage_is_exported_in_place_and_served_from_i
     export_onnx(uri)
     assert storage.is_file(f"{uri}/onnx/export.json")
     answers = Predictor.from_folder(uri, backend="onnx", precision="int8").predict(TEXTS)
-    similarity = cosines(np.stack([p.embedding for p in answers]),
+    similarity = row_cosines(np.stack([p.embedding for p in answers]),
                          np.stack([p.embedding for p in before.predict(TEXTS)]))
     assert similarity.min() >= mtl.export.INT8_MIN_COSINE
     assert len(list((tmp_path / "cache" / "models").iterdir())) == 2, "the export is a new version to fetch"
@@ -170,7 +167,7 @@ def test_the_label_job_runs_the_backend_it_is_given_and_checks_the_export_first(
     float32 = BatchLabeler(model=str(exported_dir), **arguments)(table)
     int8 = BatchLabeler(model=str(exported_dir), backend="onnx", precision="int8", **arguments)(table)
     assert int8.column_names == float32.column_names
-    similarity = cosines(np.array(int8["embedding"].to_pylist()), np.array(float32["embedding"].to_pylist()))
+    similarity = row_cosines(np.array(int8["embedding"].to_pylist()), np.array(float32["embedding"].to_pylist()))
     assert similarity.min() >= mtl.export.INT8_MIN_COSINE
     options = LabelOptions(model=str(tiny_model_dir), input="in.txt", output="out", backend="onnx", precision="int8")
     with pytest.raises(ModelFolderError, match="make one with: python -m jobs.export"):
@@ -224,6 +221,6 @@ def test_the_demo_model_in_int8_scores_as_in_float32_and_embeds_alike(demo_model
     assert abs(scores["int8"]["sentiment"]["primary"] - scores["float32"]["sentiment"]["primary"]) <= 0.03
     assert abs(scores["int8"]["ner"]["primary"] - scores["float32"]["ner"]["primary"]) <= 0.05
     texts = [row["text"] for row in eval_rows["sentiment"]]
-    similarity = cosines(np.stack([p.embedding for p in int8.predict(texts)]),
+    similarity = row_cosines(np.stack([p.embedding for p in int8.predict(texts)]),
                          np.stack([p.embedding for p in float32.predict(texts)]))
     assert similarity.mean() >= 0.98 and similarity.min() >= mtl.export.INT8_MIN_COSINE
