@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtl.errors import ModelFolderError
+from mtl.errors import ModelFolderError, OutputInUseError
 
 
 def actor_range(value: str) -> tuple[int, int]:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
     try:
         summary = run_labeling(options, progress=not args.verbose)
-    except (ValueError, FileNotFoundError, ModelFolderError) as error:
+    except (ValueError, FileNotFoundError, OutputInUseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if summary.skipped:

@@ -11,3 +11,7 @@ class DataError(ValueError):
 
 class ModelFolderError(ValueError):
     """A model folder is missing a file or was written by an incompatible version."""
+
+
+class OutputInUseError(RuntimeError):
+    """Another job is writing into a label job's output folder; the message names that job."""

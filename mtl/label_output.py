@@ -3,7 +3,7 @@
     <output>/part-<run>-00000.parquet ...   the labeled rows, named with the run's id
     <output>/_SUCCESS                       JSON: the run id and its files; written last
     <output>/_mtl_staging/                  this job's own, while a run is unfinished:
-        run.json                              the run id, its input files, what it replaces
+        run.json                              the run id, its input files, what it replaces, who writes
         data/                                 Ray Data writes the labeled blocks here
         checkpoint/                           Ray Data's record of the rows already written
         commit.json                           the file list, once labeling is done
@@ -12,6 +12,11 @@ Object storage has no atomic rename, so completeness is told by ``_SUCCESS`` alo
 after every file it lists is in place, and a reader that honours it sees the whole output or none.
 The job deletes only what it wrote: its staging folder, and with ``--overwrite`` the files that the
 earlier ``_SUCCESS`` lists. A folder that holds anything else is refused, never emptied.
+
+Ray Data's checkpoint is the record of what is done: a write task records its rows as pending,
+writes its data file, then commits the record. ``reconcile`` holds the staged data to that record,
+so that a write task of a killed attempt which finished late, while the next attempt was already
+recovering, neither loses its rows nor leaves them twice.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from mtl import storage
 
 STAGING = "_mtl_staging"
 SUCCESS = "_SUCCESS"
+# Ray Data names a write task's record <block>.parquet, pending <block>.pending.parquet, and its
+# data files <block>-<n>.parquet, where <block> is <dataset uuid>_<write uuid>_<task index>
+PENDING = ".pending.parquet"
 
 
 @dataclass
@@ -35,6 +43,7 @@ class Run:
     inputs: list[str]
     replaces: list[str] = field(default_factory=list)   # files of the complete output this run overwrites
     resumed: bool = False
+    earlier_attempt: dict | None = None   # who wrote before this attempt, as begin_run's ``attempt`` said
 
     @property
     def staging(self) -> str:
@@ -64,13 +73,16 @@ def completed_files(output: str) -> list[str] | None:
     return [storage.join(output, name) for name in names]
 
 
-def begin_run(output: str, inputs: list[str], *, overwrite: bool) -> Run:
-    """The unfinished run to resume, or a new one; refuses a folder that holds files of someone else."""
+def begin_run(output: str, inputs: list[str], *, overwrite: bool, attempt: dict | None = None) -> Run:
+    """The unfinished run to resume, or a new one; refuses a folder that holds files of someone else.
+    ``attempt`` says who writes a new run (the Ray job); a resumed run says who wrote it last, and
+    changes hands with ``take_over`` once that one has ended."""
     record = storage.join(output, STAGING, "run.json")
     if storage.is_file(record):
         saved = json.loads(storage.read_text(record))
         if saved["inputs"] == inputs:
-            return Run(output=output, run_id=saved["run_id"], inputs=inputs, replaces=saved["replaces"], resumed=True)
+            return Run(output=output, run_id=saved["run_id"], inputs=inputs, replaces=saved["replaces"], resumed=True,
+                       earlier_attempt=saved.get("attempt"))
         if not overwrite:
             raise ValueError(f"--output: {output} holds an unfinished run over other input files; "
                              "pass --overwrite to discard it, or choose another folder")
@@ -78,10 +90,17 @@ def begin_run(output: str, inputs: list[str], *, overwrite: bool) -> Run:
     _refuse_foreign_files(output)
     run = Run(output=output, run_id=uuid.uuid4().hex[:12], inputs=inputs,
               replaces=[storage.name(path) for path in completed_files(output) or []])
-    storage.write_text(record, json.dumps({"run_id": run.run_id, "inputs": inputs, "replaces": run.replaces}))
+    storage.write_text(record, json.dumps({"run_id": run.run_id, "inputs": inputs, "replaces": run.replaces,
+                                           "attempt": attempt}))
     # from here the old output is being replaced: readers must no longer take it for complete
     storage.delete_file(storage.join(output, SUCCESS))
     return run
+
+
+def take_over(run: Run, attempt: dict) -> None:
+    """Record ``attempt`` as the one writing the resumed ``run`` from now on."""
+    record = storage.join(run.staging, "run.json")
+    storage.write_text(record, json.dumps({**json.loads(storage.read_text(record)), "attempt": attempt}))
 
 
 def _refuse_foreign_files(output: str) -> None:
@@ -92,6 +111,34 @@ def _refuse_foreign_files(output: str) -> None:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise ValueError(f"--output: {output} holds {len(foreign)} file(s) this job did not write ({shown}); "
                          "label into an empty folder or one that holds an earlier output of this job")
+
+
+def reconcile(run: Run) -> int:
+    """Hold the staged data files to Ray Data's checkpoint, the record of what is done, and return
+    how many written blocks it had to forget (their rows must be labeled again).
+
+    A committed record whose data file is gone is forgotten; a data file without a committed record
+    (its task never finished, or finished after the next attempt took its rows) is deleted, and so
+    are pending records. Run it when no other attempt is writing: it is what Ray Data does with
+    pending records on resuming, extended to the records an attempt killed late still committed."""
+    checkpoints = storage.list_files(checkpoint_path(run.output))
+    committed = {_block_of(path): path for path in checkpoints if not path.endswith(PENDING)}
+    data = storage.list_files(run.data)
+    written = {_block_of(path) for path in data}
+    for path in data:
+        if _block_of(path) not in committed:
+            storage.delete_file(path)
+    for path in checkpoints:
+        if path.endswith(PENDING):
+            storage.delete_file(path)
+    lost = [path for block, path in committed.items() if block not in written]
+    for path in lost:
+        storage.delete_file(path)
+    return len(lost)
+
+
+def _block_of(path: str) -> str:
+    return storage.name(path).removesuffix(".parquet").removesuffix(".pending").split("-")[0]
 
 
 def commit(run: Run) -> list[str]:

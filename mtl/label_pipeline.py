@@ -10,11 +10,14 @@ Ray Data streams blocks through the pipeline, so memory stays bounded however la
 (tests/test_label_ray.py labels a corpus four times the object store and checks what was spilled).
 Ray Data's job checkpointing records the row ids of every block it writes; a job killed part-way
 and run again with the same input and output reads the corpus again but labels only the rows that
-were not written yet.
+were not written yet. The rerun first waits for the killed job to be gone from the cluster, since a
+write task of it still running could otherwise commit a block that the rerun is discarding, and
+holds the staged blocks to the checkpoint before and after it writes (``label_output.reconcile``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -34,6 +37,7 @@ from mtl.corpus import (
     input_format,
     read_corpus,
 )
+from mtl.errors import OutputInUseError
 from mtl.label import BatchLabeler, output_columns
 from mtl.predict import check_backend
 from mtl.progress import Progress, RowCounter, progress_bar
@@ -44,6 +48,13 @@ from mtl.tasks import TaskSpec
 IO_CPUS = 0.25
 # Ray Data's streaming repartition runs tasks that each ask for a whole CPU
 REPARTITION_CPUS = 1.0
+# how long a rerun waits for the attempt it resumes to end: the job of a killed driver ends within
+# seconds, one whose node was lost when the cluster gives the node up
+EARLIER_ATTEMPT_SECONDS = 120.0
+# write passes before giving up on a staged output that keeps losing blocks it had committed
+WRITE_PASSES = 3
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,13 +132,64 @@ def run_labeling(options: LabelOptions, *, progress: bool = False) -> LabelSumma
     # a dataset keeps the context it was made in: turn checkpointing on before reading
     with _checkpointed(output, id_column(fmt)), progress_bar("labeling", "row", total=total, enabled=progress) as bar:
         labeled = _label(options, specs, files, filesystem, fmt, bar)  # checks the input before anything is written
-        run = label_output.begin_run(output, files, overwrite=options.overwrite)
+        attempt = this_attempt()
+        run = label_output.begin_run(output, files, overwrite=options.overwrite, attempt=attempt)
+        if run.resumed:
+            wait_for_attempt_to_end(run.earlier_attempt)
+            label_output.take_over(run, attempt)
+            label_output.reconcile(run)
         already_written = set(storage.list_files(run.data))
-        labeled.write_parquet(run.data, max_rows_per_file=options.rows_per_file, ray_remote_args={"num_cpus": IO_CPUS})
+        _write(labeled, run, options.rows_per_file)
     resumed_rows = _count_rows([path for path in storage.list_files(run.data) if path in already_written])
     written = label_output.commit(run)
     return LabelSummary(output=output, files=written, rows=_count_rows(written),
                         seconds=time.perf_counter() - started, resumed_rows=resumed_rows)
+
+
+def _write(labeled: ray.data.Dataset, run: label_output.Run, rows_per_file: int) -> None:
+    """Write the labeled rows into the run's staging folder, again for any block the checkpoint
+    recorded but whose file is gone (a late write of a killed attempt, discarded while resuming)."""
+    for _ in range(WRITE_PASSES):
+        labeled.write_parquet(run.data, max_rows_per_file=rows_per_file, ray_remote_args={"num_cpus": IO_CPUS})
+        lost = label_output.reconcile(run)
+        if not lost:
+            return
+        logger.warning("%d labeled block(s) in %s were recorded as written but are missing; labeling them again",
+                       lost, run.data)
+    raise OutputInUseError(f"--output: {run.output} kept losing labeled blocks after {WRITE_PASSES} passes; "
+                           "is another job writing into it?")
+
+
+def this_attempt() -> dict:
+    """Who is labeling: the Ray job of this driver, with its start time since job ids restart at
+    each new cluster."""
+    job_id = ray.get_runtime_context().get_job_id()
+    return {"job_id": job_id, "started": _jobs()[job_id]["StartTime"]}
+
+
+def wait_for_attempt_to_end(attempt: dict | None, seconds: float = EARLIER_ATTEMPT_SECONDS) -> None:
+    """Wait until the Ray job of ``attempt`` has ended: two attempts writing into one output at
+    once could commit blocks that the other discards. A job this cluster does not know has ended."""
+    if attempt is None or attempt == this_attempt() or not _is_running(attempt):
+        return
+    logger.warning("waiting for Ray job %s, the earlier attempt at this output, to end", attempt["job_id"])
+    deadline = time.monotonic() + seconds
+    while _is_running(attempt):
+        if time.monotonic() > deadline:
+            raise OutputInUseError(f"--output: Ray job {attempt['job_id']} is still labeling into it after "
+                                   f"{seconds:.0f}s; stop that job (ray job stop, or end its driver) "
+                                   "or label into another folder")
+        time.sleep(0.5)
+
+
+def _is_running(attempt: dict) -> bool:
+    job = _jobs().get(attempt["job_id"])
+    return job is not None and job["StartTime"] == attempt["started"] and not job["IsDead"]
+
+
+def _jobs() -> dict[str, dict]:
+    # the cluster's job table as the GCS keeps it: Ray's public job APIs need the dashboard
+    return {job["JobID"]: job for job in ray._private.state.jobs()}
 
 
 def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], filesystem, fmt: str,

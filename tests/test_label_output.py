@@ -5,7 +5,16 @@ import json
 import pytest
 
 from mtl import storage
-from mtl.label_output import SUCCESS, begin_run, commit, completed_files, pending_commit
+from mtl.label_output import (
+    SUCCESS,
+    begin_run,
+    checkpoint_path,
+    commit,
+    completed_files,
+    pending_commit,
+    reconcile,
+    take_over,
+)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -97,3 +106,29 @@ def test_an_output_of_an_earlier_version_counts_as_complete_and_its_files_as_our
     run = begin_run(output, ["in.txt"], overwrite=True)
     finish(run, parts=("a.parquet",))
     assert storage.list_files(output, relative=True) == sorted([SUCCESS, f"part-{run.run_id}-00000.parquet"])
+
+
+def test_a_resumed_run_says_who_wrote_it_last_until_another_attempt_takes_it_over(output):
+    first = {"job_id": "01000000", "started": 1}
+    begin_run(output, ["in.txt"], overwrite=False, attempt=first)
+    resumed = begin_run(output, ["in.txt"], overwrite=False, attempt={"job_id": "02000000", "started": 2})
+    assert resumed.earlier_attempt == first, "only take_over hands the run on"
+    take_over(resumed, {"job_id": "02000000", "started": 2})
+    assert begin_run(output, ["in.txt"], overwrite=False).earlier_attempt == {"job_id": "02000000", "started": 2}
+
+
+def test_reconcile_holds_the_staged_blocks_to_what_the_checkpoint_says_is_done(output):
+    """The states a killed attempt leaves: a block done (record committed, file written); a task cut
+    off before committing (record pending); a late commit whose file the next attempt had already
+    discarded (record, no file); a late file whose pending record had been discarded (file, no record)."""
+    run = begin_run(output, ["in.txt"], overwrite=False)
+    records = checkpoint_path(output)
+    for name in ("done.parquet", "cut_off.pending.parquet", "discarded_file.parquet"):
+        storage.write_bytes(storage.join(records, name), b"row ids")
+    for name in ("done-0.parquet", "done-1.parquet", "cut_off-0.parquet", "late_file-0.parquet"):
+        storage.write_bytes(storage.join(run.data, name), b"rows")
+
+    assert reconcile(run) == 1, "one block's rows must be labeled again"
+    assert storage.list_files(records, relative=True) == ["done.parquet"]
+    assert storage.list_files(run.data, relative=True) == ["done-0.parquet", "done-1.parquet"]
+    assert reconcile(run) == 0

@@ -1,6 +1,7 @@
 """Bulk labeling on object storage (a real S3 server): S3 in, S3 out, a model on S3, and a job killed
 half-way that, run again, labels only what was left."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,9 @@ import pytest
 from conftest import REPO, s3_keys
 
 from mtl import storage
-from mtl.label_pipeline import LabelOptions, run_labeling
+from mtl.errors import OutputInUseError
+from mtl.label_output import checkpoint_path
+from mtl.label_pipeline import LabelOptions, run_labeling, this_attempt, wait_for_attempt_to_end
 
 pytestmark = pytest.mark.ray
 
@@ -62,12 +65,14 @@ def test_a_label_job_killed_half_way_resumes_with_only_the_rest(ray_local, s3_mo
     environment = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     job = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_labeled_files(f"{bucket}/out/_mtl_staging/data", at_least=3, job=job)
+        wait_for_labeled_files(f"{bucket}/out/_mtl_staging/data", at_least=4, job=job)
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait(timeout=60)
-    time.sleep(2)  # the killed driver's actors are torn down with its job
-    assert storage.is_file(f"{bucket}/out/_mtl_staging/run.json") and not storage.exists(f"{bucket}/out/_SUCCESS")
+    run_record = json.loads(storage.read_text(f"{bucket}/out/_mtl_staging/run.json"))
+    assert not storage.exists(f"{bucket}/out/_SUCCESS")
+    wait_for_attempt_to_end(run_record["attempt"])
+    leave_what_a_late_write_task_leaves(f"{bucket}/out")
 
     summary = run_labeling(LabelOptions(model=s3_model, input=f"{bucket}/in/", output=f"{bucket}/out",
                                         actor_batch_rows=256, max_actors=2, threads_per_actor=1))
@@ -78,6 +83,38 @@ def test_a_label_job_killed_half_way_resumes_with_only_the_rest(ray_local, s3_mo
     row_ids = table.column("row_id").to_pylist()
     assert table.num_rows == len(lines) == len(set(row_ids)), "rows lost or labeled twice"
     assert sorted(table.column("text").to_pylist()) == sorted(lines)
+
+
+def leave_what_a_late_write_task_leaves(output: str) -> None:
+    """A write task of the killed job that was still running while the rerun recovered leaves either
+    a committed block whose file the rerun discarded, or a file whose pending record it discarded."""
+    committed = [path for path in storage.list_files(checkpoint_path(output)) if not path.endswith(".pending.parquet")]
+    assert len(committed) >= 2, "the killed job committed too few blocks to stage both cases"
+    data = storage.list_files(f"{output}/_mtl_staging/data")
+    file_gone, record_gone = (storage.name(path).removesuffix(".parquet") for path in committed[:2])
+    for path in data:
+        if storage.name(path).startswith(file_gone + "-"):
+            storage.delete_file(path)
+    storage.delete_file(committed[1])
+    assert any(storage.name(path).startswith(record_gone + "-") for path in data)
+
+
+def test_a_rerun_waits_for_the_attempt_it_resumes_and_names_it_if_it_does_not_end(ray_local):
+    environment = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    script = ("import json, time, ray; from mtl.label_pipeline import this_attempt; ray.init(); "
+              "print(json.dumps(this_attempt()), flush=True); time.sleep(600)")
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        attempt = json.loads(driver.stdout.readline())
+        with pytest.raises(OutputInUseError, match=f"Ray job {attempt['job_id']} is still labeling into it after 1s"):
+            wait_for_attempt_to_end(attempt, seconds=1)
+    finally:
+        driver.kill()
+        driver.wait(timeout=60)
+    wait_for_attempt_to_end(attempt, seconds=60)  # its job ends with its driver
+    wait_for_attempt_to_end({**attempt, "started": 0}, seconds=0)  # the same id on an earlier cluster
+    wait_for_attempt_to_end(this_attempt(), seconds=0)  # an earlier call in this driver
 
 
 def wait_for_labeled_files(folder: str, *, at_least: int, job: subprocess.Popen, seconds: float = 180) -> None:
