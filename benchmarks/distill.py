@@ -2,6 +2,7 @@
 
     python benchmarks/distill.py [--teacher runs/benchmark_quality/multi-task/best] [--reuse]
                                  [--students distilled pruned corpus] [--corpus-sentences 4000]
+                                 [--student-set KEY=VALUE ...] [--output runs/benchmark_distill]
 
 The teacher is the multi-task model of ``benchmarks/quality.py`` (jobs/configs/conll_sst2.yaml,
 4,000 sentences per task, 2 epochs). Two students keep every other of its layers and train on the
@@ -26,7 +27,7 @@ from label_throughput import real_sentences
 from quality import run
 
 from mtl import storage
-from mtl.config import load_config
+from mtl.config import apply_override, load_config, validate_config
 from mtl.train.distillation import student_config
 
 
@@ -38,6 +39,13 @@ def students(config, teacher: str, output: str, corpus: str) -> dict:
     return {"distilled": distilled.model_copy(update={"output": f"{output}/distilled"}),
             "pruned": pruned.model_copy(update={"output": f"{output}/pruned"}),
             "corpus": with_corpus.model_copy(update={"output": f"{output}/corpus"})}
+
+
+def overridden(config, overrides: list[str]):
+    raw = config.model_dump()
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw)
 
 
 def unlabeled_sentences(config, count: int) -> list[str]:
@@ -75,6 +83,8 @@ def main() -> None:
                         help="unlabeled sentences the corpus student learns from besides the labeled ones")
     parser.add_argument("--output", default="runs/benchmark_distill")
     parser.add_argument("--reuse", action="store_true", help="read finished student runs instead of training them")
+    parser.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the students only (train.preserve_embedding=null)")
     args = parser.parse_args()
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -87,8 +97,8 @@ def main() -> None:
     corpus = storage.absolute(storage.join(args.output, "unlabeled.txt"))
     if "corpus" in args.students:
         storage.write_text(corpus, "".join(f"{text}\n" for text in unlabeled_sentences(config, args.corpus_sentences)))
-    runs = {name: student for name, student in students(config, teacher, args.output, corpus).items()
-            if name in args.students}
+    runs = {name: overridden(student, args.student_set)
+            for name, student in students(config, teacher, args.output, corpus).items() if name in args.students}
     scores.update({name: run(student, args.reuse)["best"] for name, student in runs.items()})
     models = {"teacher": teacher, **{name: storage.join(student.output, "best") for name, student in runs.items()}}
     with tempfile.TemporaryDirectory() as work:
