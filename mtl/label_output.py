@@ -60,6 +60,10 @@ def checkpoint_path(output: str) -> str:
     return storage.join(output, STAGING, "checkpoint")
 
 
+def _run_record(output: str) -> str:
+    return storage.join(output, STAGING, "run.json")
+
+
 def completed_files(output: str) -> list[str] | None:
     """The files of a complete output (from its ``_SUCCESS``), or None when it is not complete."""
     marker = storage.join(output, SUCCESS)
@@ -77,7 +81,7 @@ def begin_run(output: str, inputs: list[str], *, overwrite: bool, attempt: dict 
     """The unfinished run to resume, or a new one; refuses a folder that holds files of someone else.
     ``attempt`` says who writes a new run (the Ray job); a resumed run says who wrote it last, and
     changes hands with ``take_over`` once that one has ended."""
-    record = storage.join(output, STAGING, "run.json")
+    record = _run_record(output)
     if storage.is_file(record):
         saved = json.loads(storage.read_text(record))
         if saved["inputs"] == inputs:
@@ -99,7 +103,7 @@ def begin_run(output: str, inputs: list[str], *, overwrite: bool, attempt: dict 
 
 def take_over(run: Run, attempt: dict) -> None:
     """Record ``attempt`` as the one writing the resumed ``run`` from now on."""
-    record = storage.join(run.staging, "run.json")
+    record = _run_record(run.output)
     storage.write_text(record, json.dumps({**json.loads(storage.read_text(record)), "attempt": attempt}))
 
 
@@ -163,7 +167,7 @@ def commit(run: Run) -> list[str]:
 
 def pending_commit(output: str) -> Run | None:
     """A run that finished labeling but was killed while committing, if there is one."""
-    record = storage.join(output, STAGING, "run.json")
+    record = _run_record(output)
     if not storage.is_file(storage.join(output, STAGING, "commit.json")):
         return None
     saved = json.loads(storage.read_text(record))

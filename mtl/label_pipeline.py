@@ -170,7 +170,8 @@ def this_attempt() -> dict:
 def wait_for_attempt_to_end(attempt: dict | None, seconds: float = EARLIER_ATTEMPT_SECONDS) -> None:
     """Wait until the Ray job of ``attempt`` has ended: two attempts writing into one output at
     once could commit blocks that the other discards. A job this cluster does not know has ended."""
-    if attempt is None or attempt == this_attempt() or not _is_running(attempt):
+    # an earlier call in this driver has no write tasks left: a failed write stops its own
+    if attempt is None or attempt["job_id"] == ray.get_runtime_context().get_job_id() or not _is_running(attempt):
         return
     logger.warning("waiting for Ray job %s, the earlier attempt at this output, to end", attempt["job_id"])
     deadline = time.monotonic() + seconds
