@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,10 +100,12 @@ def run_load(url: str, args: argparse.Namespace) -> dict[int, dict]:
     offsets = iter(range(0, 10**9, args.requests * args.texts_per_request))
 
     def one_level(concurrency: int, requests: int) -> dict:
-        output = subprocess.run([sys.executable, __file__, "--load", url, "--concurrency", str(concurrency),
-                                 "--requests", str(requests), "--texts-per-request", str(args.texts_per_request),
-                                 "--offset", str(next(offsets))], check=True, capture_output=True, text=True).stdout
-        return json.loads(output)
+        done = subprocess.run([sys.executable, __file__, "--load", url, "--concurrency", str(concurrency),
+                               "--requests", str(requests), "--texts-per-request", str(args.texts_per_request),
+                               "--offset", str(next(offsets))], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the load at concurrency {concurrency} against {url} failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout)
 
     one_level(8, 50)
     return {concurrency: one_level(concurrency, args.requests) for concurrency in args.concurrency}
@@ -120,9 +122,10 @@ def server(command: list[str], url: str, environment: dict | None = None):
             yield
         finally:
             os.killpg(process.pid, signal.SIGINT)  # `serve run` shuts Serve and Ray down on Ctrl-C
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            # whatever of the group outlived it: once, a failed run left its HAProxy on the port
+            with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 
 
