@@ -124,7 +124,7 @@ def server(command: list[str], url: str, environment: dict | None = None):
             os.killpg(process.pid, signal.SIGINT)  # `serve run` shuts Serve and Ray down on Ctrl-C
             with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=60)
-            # whatever of the group outlived it: once, a failed run left its HAProxy on the port
+            # HAProxy can outlive `serve run` and keep the port: end whatever of the group is left
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 
