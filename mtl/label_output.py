@@ -64,6 +64,10 @@ def _run_record(output: str) -> str:
     return storage.join(output, STAGING, "run.json")
 
 
+def _commit_record(output: str) -> str:
+    return storage.join(output, STAGING, "commit.json")
+
+
 def completed_files(output: str) -> list[str] | None:
     """The files of a complete output (from its ``_SUCCESS``), or None when it is not complete."""
     marker = storage.join(output, SUCCESS)
@@ -148,7 +152,7 @@ def _block_of(path: str) -> str:
 def commit(run: Run) -> list[str]:
     """Move the labeled files into the output under the run's names, write ``_SUCCESS``, then remove
     what the run replaced and its staging folder. Safe to call again after a kill at any point."""
-    plan_file = storage.join(run.staging, "commit.json")
+    plan_file = _commit_record(run.output)
     if not storage.is_file(plan_file):
         parts = [path for path in storage.list_files(run.data) if path.endswith(".parquet")]
         plan = [[storage.name(part), f"part-{run.run_id}-{number:05d}.parquet"] for number, part in enumerate(parts)]
@@ -168,7 +172,7 @@ def commit(run: Run) -> list[str]:
 def pending_commit(output: str) -> Run | None:
     """A run that finished labeling but was killed while committing, if there is one."""
     record = _run_record(output)
-    if not storage.is_file(storage.join(output, STAGING, "commit.json")):
+    if not storage.is_file(_commit_record(output)):
         return None
     saved = json.loads(storage.read_text(record))
     return Run(output=output, run_id=saved["run_id"], inputs=saved["inputs"], replaces=saved["replaces"], resumed=True)
