@@ -15,9 +15,10 @@ teacher's heads (soft targets) and sentence embedding, as the config's ``distill
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from mtl.config import load_config
+from mtl.config import Config, load_config
 from mtl.errors import ConfigError, DataError, ModelFolderError
 
 
@@ -45,17 +46,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def distill_config(args: argparse.Namespace) -> Config:
+    """The config with the student and ``distill:`` set; ``--set distill.*`` overrides apply to a
+    config without a ``distill:`` section too (the teacher, quoted, is set before them)."""
+    from mtl.train.distillation import student_config
+
+    config = load_config(args.config, [f"distill.teacher={json.dumps(args.teacher)}", *args.overrides])
+    return student_config(config, args.teacher, student=args.student, keep_layers=args.keep_layers,
+                          corpus=args.corpus)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         import ray
 
         from mtl.progress import quiet_output
-        from mtl.train.distillation import student_config
         from mtl.train.trainer import fit
 
-        config = student_config(load_config(args.config, args.overrides), args.teacher, student=args.student,
-                                keep_layers=args.keep_layers, corpus=args.corpus)
+        config = distill_config(args)
         ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
         summary = fit(config, progress=not args.verbose)
     except (ConfigError, DataError, ModelFolderError) as error:

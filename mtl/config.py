@@ -244,8 +244,9 @@ class TrainConfig(_Frozen):
 class Distillation(_Frozen):
     """Train the model (the student) to answer as ``teacher`` does on every task at once: each
     classification and tagging batch adds ``soft_weight`` times the soft-target loss against the
-    teacher's heads at ``temperature`` and ``embedding_weight`` times the squared distance to the
-    teacher's sentence embedding; ``label_weight`` scales the task's own loss on its labels. The
+    teacher's heads at ``temperature``, ``embedding_weight`` times the squared distance to the
+    teacher's sentence embedding and ``layer_weight`` times the distance of each encoder layer's
+    output to the teacher layer's it learns; ``label_weight`` scales the task's own loss on its labels. The
     teacher is a model folder (local or a URI) or a registered version; it must have every task
     with a head, and the student its tokenizer (``jobs.distill`` builds such a student).
 
@@ -258,6 +259,7 @@ class Distillation(_Frozen):
     soft_weight: float = Field(default=1.0, ge=0)
     label_weight: float = Field(default=1.0, ge=0)
     embedding_weight: float = Field(default=1.0, ge=0)
+    layer_weight: float = Field(default=0.0, ge=0)
     corpus: str | None = None
     corpus_text_column: str = "text"
 

@@ -150,9 +150,11 @@ def _lineage(config: dict) -> list[str]:
         source = model.get("init_from") or model["encoder"]
         lines.append(f"The encoder kept layers `{model['keep_layers']}` of `{source}`.")
     if distill:
+        # older models' configs have no layer_weight
+        layers = f", layer weight {distill['layer_weight']}" if distill.get("layer_weight") else ""
         lines.append(f"Distilled from `{distill['teacher']}` (`jobs.distill`: temperature {distill['temperature']}, "
                      f"soft-target weight {distill['soft_weight']}, label weight {distill['label_weight']}, "
-                     f"embedding weight {distill['embedding_weight']}).")
+                     f"embedding weight {distill['embedding_weight']}{layers}).")
     return ["", *lines] if lines else []
 
 

@@ -7,6 +7,10 @@
 - The embedding: the squared distance between the student's and the teacher's sentence embeddings
   (sentence-transformers' ``MSELoss`` summed over dimensions; for normalized embeddings it is
   ``2 * (1 - cos)``), as in Reimers and Gurevych (2020).
+- The layers (TinyBERT, Jiao et al., 2020): each student layer's output made to match one teacher
+  layer's, by their mean squared difference over the real tokens. Student layer j of S learns
+  teacher layer (j + 1) * T / S of T (TinyBERT's uniform mapping, counting from 1), so the top
+  learns the top; for a student of every other teacher layer, those are the layers it kept.
 """
 
 from __future__ import annotations
@@ -34,3 +38,20 @@ def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: 
 def embedding_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """The mean over sentences of the squared distance between the two embeddings."""
     return ((student.float() - teacher.float()) ** 2).sum(dim=-1).mean()
+
+
+def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
+    """The teacher layer (0-based) that each student layer learns, lowest first."""
+    if not 0 < student_layers <= teacher_layers:
+        raise ValueError(f"a student of {student_layers} layers cannot learn a teacher of {teacher_layers} "
+                         "layer by layer; it needs at least one layer and at most the teacher's")
+    return [(layer + 1) * teacher_layers // student_layers - 1 for layer in range(student_layers)]
+
+
+def layer_distance(student: tuple[torch.Tensor, ...] | torch.Tensor, teacher: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean over layers of the mean squared difference between the student's and the teacher's
+    outputs ``(layers, batch, seq, hidden)`` at the real tokens of ``attention_mask``."""
+    difference = (torch.stack(tuple(student)).float() - teacher.float()) ** 2
+    real = attention_mask.bool()
+    return difference[:, real].mean()

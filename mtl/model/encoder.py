@@ -18,11 +18,13 @@ PoolingMode = Literal["mean", "cls", "max"]
 @dataclass
 class EncoderOutput:
     """token_embeddings ``(batch, seq, hidden)``; pooled ``(batch, hidden)`` before normalization
-    (what the heads read); sentence_embedding ``(batch, hidden)``, L2-normalized when asked."""
+    (what the heads read); sentence_embedding ``(batch, hidden)``, L2-normalized when asked;
+    layer_states, when asked for: every layer's output ``(batch, seq, hidden)``, lowest first."""
 
     token_embeddings: torch.Tensor
     pooled: torch.Tensor
     sentence_embedding: torch.Tensor
+    layer_states: tuple[torch.Tensor, ...] | None = None
 
 
 class Pooling(nn.Module):
@@ -60,13 +62,17 @@ class SentenceEncoder(nn.Module):
         return self.transformer.config.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
-        """``(batch, seq)`` ids and mask -> token and sentence embeddings."""
+                token_type_ids: torch.Tensor | None = None, *, layer_states: bool = False) -> EncoderOutput:
+        """``(batch, seq)`` ids and mask -> token and sentence embeddings (and every layer's output)."""
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        output = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                  output_hidden_states=layer_states, **extra)
+        tokens = output.last_hidden_state
         pooled = self.pooling(tokens, attention_mask)
         embedding = nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
-        return EncoderOutput(token_embeddings=tokens, pooled=pooled, sentence_embedding=embedding)
+        # note: hidden_states[0] is the embedding layer's output, not a transformer layer's
+        return EncoderOutput(token_embeddings=tokens, pooled=pooled, sentence_embedding=embedding,
+                             layer_states=output.hidden_states[1:] if layer_states else None)
 
     def attentions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:

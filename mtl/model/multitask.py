@@ -23,12 +23,14 @@ from mtl.tasks import TaskSpec
 class MultiTaskOutput:
     """embeddings ``(batch, hidden)``; logits per task: ``(batch, labels)`` for classification,
     ``(batch, seq, labels)`` for tagging; losses per task that had labels, and their sum;
-    the encoder's token states ``(batch, seq, hidden)`` where the model hands them out."""
+    the encoder's token states ``(batch, seq, hidden)`` where the model hands them out, and
+    every layer's output when asked for (``layer_states``)."""
 
     embeddings: torch.Tensor
     logits: dict[str, torch.Tensor]
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     token_embeddings: torch.Tensor | None = None
+    layer_states: tuple[torch.Tensor, ...] | None = None
 
     @property
     def loss(self) -> torch.Tensor | None:
@@ -54,23 +56,25 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, *, tasks: list[str] | None = None,
-                labels: dict[str, torch.Tensor] | None = None, train_encoder: bool = True) -> MultiTaskOutput:
+                labels: dict[str, torch.Tensor] | None = None, train_encoder: bool = True,
+                layer_states: bool = False) -> MultiTaskOutput:
         """Encode once, run the heads of ``tasks`` (default: all), and a loss for each task in ``labels``;
-        with ``train_encoder=False`` the losses reach the heads only (no graph through the encoder)."""
+        with ``train_encoder=False`` the losses reach the heads only (no graph through the encoder);
+        ``layer_states`` hands out every encoder layer's output too."""
         tasks = list(self.specs) if tasks is None else tasks
         labels = labels or {}
         unknown = sorted(set(tasks) - set(self.specs))
         if unknown:
             raise KeyError(f"unknown task(s) {unknown}; the model has {sorted(self.specs)}")
         with contextlib.nullcontext() if train_encoder else torch.no_grad():
-            encoded = self.encoder(input_ids, attention_mask, token_type_ids)
+            encoded = self.encoder(input_ids, attention_mask, token_type_ids, layer_states=layer_states)
         logits = {}
         for task in tasks:
             tagging = self.specs[task].kind == "tagging"
             logits[task] = self.heads[task](encoded.token_embeddings if tagging else encoded.pooled)
         losses = {task: head_loss(logits[task], labels[task]) for task in tasks if task in labels}
         return MultiTaskOutput(embeddings=encoded.sentence_embedding, logits=logits, losses=losses,
-                               token_embeddings=encoded.token_embeddings)
+                               token_embeddings=encoded.token_embeddings, layer_states=encoded.layer_states)
 
     def similarity_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor | None = None) -> torch.Tensor:
         """A similarity batch (``mtl.data.features``: each sentence's inputs) -> CoSENT on pairs with

@@ -2,13 +2,15 @@
 and run on each batch the student trains on.
 
 The teacher answers the student's own batch, so the two must tokenize alike (the same vocabulary);
-its outputs travel with the batch (``TEACHER_LOGITS``, ``TEACHER_EMBEDDING``) to the training
-module, which adds the distillation losses (``mtl.model.distillation``). Unlabeled text
+its outputs travel with the batch (``TEACHER_LOGITS``, ``TEACHER_EMBEDDING``, ``TEACHER_LAYERS``)
+to the training module, which adds the distillation losses (``mtl.model.distillation``). Unlabeled text
 (``distill.corpus``) is labeled by the teacher first, by the label job's own pipeline on Ray Data,
 and read back as more training rows of each task (``teacher_labeled_sources``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -25,12 +27,16 @@ from mtl.checkpoint import (
 from mtl.config import Config, DataSource, Distillation
 from mtl.errors import ConfigError, DataError
 from mtl.label_pipeline import LabelOptions, run_labeling
+from mtl.model.distillation import teacher_layers
+from mtl.model.freezing import encoder_layers
 from mtl.model.multitask import MultiTaskModel
+from mtl.model.pruning import kept_layers
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import inherited_specs
 
 TEACHER_LOGITS = "teacher_logits"
 TEACHER_EMBEDDING = "teacher_embedding"
+TEACHER_LAYERS = "teacher_layers"
 TEACHER_LABELS = "teacher_labels"   # the folder under the run's output where the labeled corpus goes
 
 
@@ -43,12 +49,20 @@ def resolve_teacher(config: Config) -> Config:
         raise ConfigError(f"config error: distill.teacher: {settings.teacher} tokenizes with another vocabulary "
                           f"than the student ({config.model.encoder}); the teacher answers the student's own "
                           "batches, so they must share one (a student made from the teacher by jobs.distill does)")
-    teacher_size = encoder_config(folder).hidden_size
-    student_encoder = resolve_encoder(config.model.init_from or config.model.encoder)
-    student_size = AutoConfig.from_pretrained(student_encoder).hidden_size
-    if settings.embedding_weight and teacher_size != student_size:
-        raise ConfigError(f"config error: distill.embedding_weight: the student's embedding has {student_size} "
-                          f"dimensions and the teacher's {teacher_size}; set it to 0 to distil the heads only")
+    teacher = encoder_config(folder)
+    student = AutoConfig.from_pretrained(resolve_encoder(config.model.init_from or config.model.encoder))
+    for field in ("embedding_weight", "layer_weight"):
+        if getattr(settings, field) and teacher.hidden_size != student.hidden_size:
+            raise ConfigError(f"config error: distill.{field}: the student's encoder is {student.hidden_size} wide "
+                              f"and the teacher's {teacher.hidden_size}; set it to 0 to distil the heads only")
+    if settings.layer_weight:
+        depth = student.num_hidden_layers
+        if config.model.keep_layers is not None:
+            depth = len(kept_layers(config.model.keep_layers, depth))
+        try:
+            teacher_layers(depth, teacher.num_hidden_layers)
+        except ValueError as error:
+            raise ConfigError(f"config error: distill.layer_weight: {error}") from None
     return config.model_copy(update={"distill": settings.model_copy(update={"teacher": folder})})
 
 
@@ -89,21 +103,35 @@ def teacher_specs(specs: list[TaskSpec], folder: str) -> list[TaskSpec]:
     return inherited
 
 
-def load_teacher(folder: str, device: torch.device) -> MultiTaskModel:
-    """The teacher, frozen, in eval mode (no dropout), on ``device``."""
-    model = load_model_folder(folder).model.to(device).eval()
+@dataclass
+class Teacher:
+    """The frozen teacher on a worker, and the teacher layer each student layer learns (``None``:
+    the layers are not distilled)."""
+
+    model: MultiTaskModel
+    layers: list[int] | None = None
+
+    @torch.no_grad()
+    def annotate(self, task: str, batch: dict[str, torch.Tensor], input_names: list[str]) -> None:
+        """The teacher's logits for ``task``, its sentence embedding and the layers' outputs the
+        student learns, added to the student's batch."""
+        output = self.model(**{name: batch[name] for name in input_names if name in batch}, tasks=[task],
+                            layer_states=self.layers is not None)
+        batch[TEACHER_LOGITS] = output.logits[task]
+        batch[TEACHER_EMBEDDING] = output.embeddings
+        if self.layers is not None:
+            batch[TEACHER_LAYERS] = torch.stack([output.layer_states[layer] for layer in self.layers])
+
+
+def load_teacher(settings: Distillation, student: MultiTaskModel, device: torch.device) -> Teacher:
+    """The teacher of ``settings`` (resolved), frozen, in eval mode (no dropout), on ``device``."""
+    model = load_model_folder(settings.teacher).model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad = False
-    return model
-
-
-@torch.no_grad()
-def add_teacher_outputs(teacher: MultiTaskModel, task: str, batch: dict[str, torch.Tensor],
-                        input_names: list[str]) -> None:
-    """The teacher's logits for ``task`` and its sentence embedding, added to the student's batch."""
-    output = teacher(**{name: batch[name] for name in input_names if name in batch}, tasks=[task])
-    batch[TEACHER_LOGITS] = output.logits[task]
-    batch[TEACHER_EMBEDDING] = output.embeddings
+    layers = None
+    if settings.layer_weight:
+        layers = teacher_layers(len(encoder_layers(student)), len(encoder_layers(model)))
+    return Teacher(model=model, layers=layers)
 
 
 def student_config(config: Config, teacher: str, *, student: str | None = None,

@@ -32,14 +32,14 @@ from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
-from mtl.model.distillation import embedding_distance, soft_target_loss
+from mtl.model.distillation import embedding_distance, layer_distance, soft_target_loss
 from mtl.model.freezing import encoder_layers
 from mtl.model.similarity import preservation_loss
 from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import initial_bundle
 from mtl.train.data import TaskData, TaskStream
-from mtl.train.distillation import TEACHER_EMBEDDING, TEACHER_LOGITS, add_teacher_outputs, load_teacher
+from mtl.train.distillation import TEACHER_EMBEDDING, TEACHER_LAYERS, TEACHER_LOGITS, Teacher, load_teacher
 from mtl.train.evaluate import add_counts, evaluation_counts, reports_from_counts
 from mtl.train.gradients import average_gradients, gradient_norm, pcgrad_backward
 from mtl.train.optim import (
@@ -79,19 +79,22 @@ class TrainingModule(nn.Module):
         its batch's preservation loss, and the preservation loss of each batch that had a reference).
         The tasks in ``head_only`` train their heads only: no gradient and no preservation. A batch
         with the teacher's outputs (distillation) has a task loss of its labels and the soft
-        targets, and adds the distance to the teacher's embedding to its objective."""
+        targets, and adds the distances to the teacher's embedding and layers to its objective."""
         losses, objectives, preservations = {}, {}, {}
         for task, batch in batches.items():
             labels = batch.pop("labels", None)
             reference = batch.pop(REFERENCE, None)
-            teacher = (batch.pop(TEACHER_LOGITS, None), batch.pop(TEACHER_EMBEDDING, None))
+            teacher = {name: batch.pop(name) for name in (TEACHER_LOGITS, TEACHER_EMBEDDING, TEACHER_LAYERS)
+                       if name in batch}
             if self.model.task_specs[task].kind == "similarity":
                 losses[task] = self.model.similarity_loss(batch, scores=labels)
                 objectives[task] = self.weighting(task, losses[task])
                 continue
-            output = self.model(**batch, tasks=[task], labels={task: labels}, train_encoder=task not in head_only)
-            if teacher[0] is not None:
-                losses[task], objectives[task] = self._distilled(task, output, labels, *teacher)
+            output = self.model(**batch, tasks=[task], labels={task: labels}, train_encoder=task not in head_only,
+                                layer_states=TEACHER_LAYERS in teacher)
+            if teacher:
+                losses[task], objectives[task] = self._distilled(task, output, labels, batch["attention_mask"],
+                                                                 teacher)
             else:
                 losses[task] = output.losses[task]
                 objectives[task] = self.weighting(task, losses[task])
@@ -100,13 +103,18 @@ class TrainingModule(nn.Module):
                 objectives[task] = objectives[task] + self.preservation.weight * preservations[task]
         return losses, objectives, preservations
 
-    def _distilled(self, task: str, output, labels: torch.Tensor, teacher_logits: torch.Tensor,
-                   teacher_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _distilled(self, task: str, output, labels: torch.Tensor, attention_mask: torch.Tensor,
+                   teacher: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         settings = self.distillation
-        soft = soft_target_loss(output.logits[task], teacher_logits, settings.temperature, labels)
+        soft = soft_target_loss(output.logits[task], teacher[TEACHER_LOGITS], settings.temperature, labels)
         loss = settings.label_weight * output.losses[task] + settings.soft_weight * soft
-        embedding = settings.embedding_weight * embedding_distance(output.embeddings, teacher_embedding)
-        return loss, self.weighting(task, loss) + embedding
+        objective = self.weighting(task, loss)
+        objective = objective + settings.embedding_weight * embedding_distance(output.embeddings,
+                                                                               teacher[TEACHER_EMBEDDING])
+        if TEACHER_LAYERS in teacher:
+            objective = objective + settings.layer_weight * layer_distance(output.layer_states,
+                                                                           teacher[TEACHER_LAYERS], attention_mask)
+        return loss, objective
 
 
 @dataclass
@@ -127,7 +135,7 @@ class Worker:
     mixer: TaskMixer
     progress: _Progress
     allreduce_clock: AllReduceClock | None   # with several workers
-    teacher: nn.Module | None = None         # distillation's, frozen
+    teacher: Teacher | None = None           # distillation's, frozen
 
     @property
     def state(self) -> TrainState:
@@ -215,7 +223,7 @@ def _worker(config: Config, specs: list[TaskSpec], featurizer: Featurizer, strea
                   world_size=world_size, device=worker_device, bundle=bundle, module=module,
                   checkpointed=checkpointed, freezing=freezing, streams=streams, mixer=mixer,
                   allreduce_clock=AllReduceClock.attach(module),
-                  teacher=load_teacher(config.distill.teacher, worker_device) if config.distill else None,
+                  teacher=load_teacher(config.distill, bundle.model, worker_device) if config.distill else None,
                   progress=_Progress(rank=rank, world_size=world_size, total_steps=total_steps,
                                      every=settings.log_every_steps, board=board))
 
@@ -242,7 +250,7 @@ def _train_step(worker: Worker, steps: list[tuple[str, ...]]) -> bool | None:
                          worker.bundle.featurizer.collate(worker.streams[task].next_batch()).items()}
         if worker.teacher is not None and worker.streams[task].spec.has_head:
             with _autocast(settings.mixed_precision, worker.device):
-                add_teacher_outputs(worker.teacher, task, batches[task], worker.bundle.featurizer.input_names)
+                worker.teacher.annotate(task, batches[task], worker.bundle.featurizer.input_names)
     sentences = sum(len(batch["input_ids"]) for batch in batches.values())
     state.position += 1
     stepping = state.position % settings.grad_accumulation == 0 or state.position == len(steps)
