@@ -63,7 +63,7 @@ def test_each_student_layer_learns_a_teacher_layer_spread_evenly_up_to_the_top()
     assert teacher_layers(3, 6) == [1, 3, 5]   # every other layer: the very layers the student kept
     assert teacher_layers(4, 6) == [0, 2, 3, 5]
     assert teacher_layers(2, 2) == [0, 1]
-    with pytest.raises(ValueError, match="a student of 3 layers cannot learn a teacher of 2"):
+    with pytest.raises(ValueError, match="a student of 3 layers cannot learn layer by layer from a teacher of 2"):
         teacher_layers(3, 2)
 
 
@@ -135,7 +135,7 @@ def test_a_student_learning_layer_by_layer_has_at_most_the_teachers_layers(tiny_
     config = config.model_copy(update={"distill": config.distill.model_copy(update={"layer_weight": 1.0})})
     assert resolve_teacher(config).distill.layer_weight == 1.0
     deeper = student_config(config, str(tiny_model_dir), student=str(tiny_student(tmp_path / "deep", layers=3)))
-    with pytest.raises(ConfigError, match="distill.layer_weight: a student of 3 layers cannot learn a teacher of 2"):
+    with pytest.raises(ConfigError, match="distill.layer_weight: a student of 3 layers .* teacher of 2"):
         resolve_teacher(deeper)
 
 

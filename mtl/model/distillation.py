@@ -40,12 +40,12 @@ def embedding_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
     return ((student.float() - teacher.float()) ** 2).sum(dim=-1).mean()
 
 
-def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
+def teacher_layers(student_depth: int, teacher_depth: int) -> list[int]:
     """The teacher layer (0-based) that each student layer learns, lowest first."""
-    if not 0 < student_layers <= teacher_layers:
-        raise ValueError(f"a student of {student_layers} layers cannot learn a teacher of {teacher_layers} "
-                         "layer by layer; it needs at least one layer and at most the teacher's")
-    return [(layer + 1) * teacher_layers // student_layers - 1 for layer in range(student_layers)]
+    if not 0 < student_depth <= teacher_depth:
+        raise ValueError(f"a student of {student_depth} layers cannot learn layer by layer from a teacher of "
+                         f"{teacher_depth}: it needs at least one layer and at most the teacher's")
+    return [(layer + 1) * teacher_depth // student_depth - 1 for layer in range(student_depth)]
 
 
 def layer_distance(student: tuple[torch.Tensor, ...] | torch.Tensor, teacher: torch.Tensor,
