@@ -29,6 +29,10 @@ EXPORT_FILE = f"{EXPORT_FOLDER}/export.json"
 EMBEDDING_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "last_hidden_state"  # the encoder's token states, named as optimum's feature extractor reads them
 ONNX_PRECISIONS = ("float32", "int8")
+# ONNX Runtime fuses each residual Add and the LayerNormalization after it into one
+# SkipLayerNormalization; on CPU that kernel took a quarter of the int8 model's time, and the
+# model runs faster without the fusion (int8 1.34x, float32 1.10x: docs/benchmarks.md)
+SLOWER_FUSIONS = ["SkipLayerNormFusion"]
 
 
 def export_command(folder: str | Path) -> str:
@@ -73,7 +77,8 @@ class OnnxMultiTaskModel:
         # like torch's threads: one pool per model; several one-thread models beat one wide one here
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                                    disabled_optimizers=SLOWER_FUSIONS)
         self.task_specs = specs
         self.specs = {name: spec for name, spec in specs.items() if spec.has_head}  # those with an output
         self.input_names = input_names
