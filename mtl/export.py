@@ -222,7 +222,7 @@ def _torch_outputs(bundle: ModelBundle, encoded: Encoded) -> dict[str, np.ndarra
 
 def _onnx_outputs(path: Path, bundle: ModelBundle, encoded: Encoded) -> dict[str, np.ndarray]:
     """Every output of the exported file, by its name."""
-    model = OnnxMultiTaskModel(path, specs=bundle.model.specs, input_names=bundle.featurizer.input_names)
+    model = OnnxMultiTaskModel(path, specs=bundle.model.specs)
     names = _output_names(bundle)
     values = model.session.run(names, {name: encoded.inputs[name].numpy() for name in model.input_names})
     return dict(zip(names, values))

@@ -74,7 +74,7 @@ def inspect_text(predictor: Predictor, text: str, *, layer: int = -1, head: int 
         tags[task] = [TokenTag(labels[index], round(float(score), 4))
                       for index, score in zip(best.indices.tolist(), best.values.tolist())]
     weights = attentions[layer][0, head].float().cpu()
-    return Inspection(tokens=predictor.featurizer.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist()),
+    return Inspection(tokens=predictor.featurizer.tokens(inputs["input_ids"][0].tolist()),
                       tags=tags, layer=layer, head=head, layers=layers, heads=heads,
                       attention=weights.round(decimals=4).tolist(), truncated=features.truncated)
 

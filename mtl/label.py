@@ -86,7 +86,7 @@ class BatchLabeler:
                  model_batch_size: int = 32, max_length: int | None = None, threads: int | None = None,
                  backend: str = "torch", precision: str = "float32", json_lines: bool = False,
                  on_rows: Callable[[int], None] | None = None):
-        if threads:
+        if threads and backend == "torch":
             import torch
 
             torch.set_num_threads(threads)

@@ -1,8 +1,9 @@
 """The whole multi-task model run by ONNX Runtime: the Predictor's second backend.
 
-``python -m jobs.export`` writes the files (``mtl.export``); this module reads them. An
-``OnnxMultiTaskModel`` answers the call the PyTorch model answers (ids and mask in, a
-``MultiTaskOutput`` out), so the Predictor turns its outputs into answers by the same code.
+``python -m jobs.export`` writes the files (``mtl.export``); this module reads them, with no torch.
+An ``OnnxMultiTaskModel`` answers the Predictor's model call (input arrays in, the embeddings and
+each task's logits out) as its PyTorch runner does, so the Predictor turns either's outputs into
+answers by the same code.
 
 The export lives in the model folder, laid out as sentence-transformers lays out its ONNX files::
 
@@ -17,11 +18,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mtl import storage
 from mtl.errors import ModelFolderError
-from mtl.model.multitask import MultiTaskOutput
 from mtl.tasks import TaskSpec
 
 EXPORT_FOLDER = "onnx"
@@ -69,19 +68,20 @@ class OnnxMultiTaskModel:
     Every output is computed in one run; ``tasks`` picks which are handed back.
     """
 
-    def __init__(self, path: Path, *, specs: dict[str, TaskSpec], input_names: list[str], threads: int | None = None):
+    def __init__(self, path: Path, *, specs: dict[str, TaskSpec], threads: int | None = None):
+        """threads: ONNX Runtime's intra-op threads (default: its own, one per physical core)."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # like torch's threads: one pool per model; several one-thread models beat one wide one here
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        # one pool per model; several one-thread models beat one wide one here
+        options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                                     disabled_optimizers=SLOWER_FUSIONS)
         self.task_specs = specs
         self.specs = {name: spec for name, spec in specs.items() if spec.has_head}  # those with an output
-        self.input_names = input_names
+        self.input_names = [model_input.name for model_input in self.session.get_inputs()]
         outputs = {output.name: output for output in self.session.get_outputs()}
         self.embedding_size = int(outputs[EMBEDDING_OUTPUT].shape[-1])
         missing = [task for task in self.specs if task not in outputs]
@@ -89,17 +89,14 @@ class OnnxMultiTaskModel:
             raise ModelFolderError(f"{path}: no output for task(s) {missing}; export again with: "
                                    f"{export_command(path.parent.parent)}")
 
-    def __call__(self, *, tasks: list[str], **inputs: torch.Tensor) -> MultiTaskOutput:
-        feeds = {name: inputs[name].numpy() for name in self.input_names}
-        names = [EMBEDDING_OUTPUT, *tasks]
-        values = self.session.run(names, feeds)
-        embedding, logits = values[0], values[1:]
-        return MultiTaskOutput(embeddings=torch.from_numpy(np.asarray(embedding)),
-                               logits={task: torch.from_numpy(np.asarray(value)) for task, value in zip(tasks, logits)})
+    def __call__(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The sentence embeddings and the logits of each of ``tasks``."""
+        values = self.session.run([EMBEDDING_OUTPUT, *tasks], {name: inputs[name] for name in self.input_names})
+        return np.asarray(values[0]), {task: np.asarray(value) for task, value in zip(tasks, values[1:])}
 
 
 def load_onnx_model(folder: Path, *, precision: str, version: str, specs: dict[str, TaskSpec],
-                    input_names: list[str], threads: int | None = None) -> OnnxMultiTaskModel:
+                    threads: int | None = None) -> OnnxMultiTaskModel:
     """The local folder's export in ``precision``."""
     relative = exported_file(folder, precision, version=version)
-    return OnnxMultiTaskModel(folder / relative, specs=specs, input_names=input_names, threads=threads)
+    return OnnxMultiTaskModel(folder / relative, specs=specs, threads=threads)

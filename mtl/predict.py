@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mtl.checkpoint import ModelBundle, load_model_folder, load_model_parts, model_version
-from mtl.data.features import Encoded, first_subword_positions, word_character_spans
-from mtl.model.cpu_inference import pack_linear_layers
+from mtl.data.features import Encoded, Featurizer, first_subword_positions, word_character_spans
 from mtl.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
 from mtl.tasks import TaskSpec, bio_spans
+
+if TYPE_CHECKING:
+    import torch
+
+    from mtl.model.multitask import MultiTaskModel
 
 DEFAULT_MAX_CHARS = 20_000
 BACKENDS = ("torch", "onnx")
@@ -66,15 +70,20 @@ class Predictor:
 
     precision: ``float32``, or ``bfloat16`` (PyTorch autocast: faster on CPUs with bfloat16
     instructions and on GPUs, answers close to float32's). A predictor built by ``from_folder`` with
-    ``backend="onnx"`` runs the folder's ONNX export instead, in float32 or int8.
+    ``backend="onnx"`` runs the folder's ONNX export instead, in float32 or int8, and never imports
+    torch.
     """
 
     def __init__(self, bundle: ModelBundle, *, device: str | torch.device | None = None,
                  batch_size: int = 32, max_chars: int = DEFAULT_MAX_CHARS, precision: str = "float32"):
         _check_torch_precision(precision)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.bundle = bundle
-        self.model = bundle.model.to(self.device).eval() if isinstance(bundle.model, torch.nn.Module) else bundle.model
+        if isinstance(bundle.model, OnnxMultiTaskModel):
+            self.device = None
+            self.model = self._run = bundle.model
+        else:
+            self._run = _TorchRunner(bundle.model, device, precision)
+            self.device, self.model = self._run.device, self._run.model
         self.featurizer = bundle.featurizer
         self.batch_size = batch_size
         self.max_chars = max_chars
@@ -89,9 +98,11 @@ class Predictor:
         ``python -m jobs.export``) with ``threads`` threads (default: torch's)."""
         check_backend(backend, precision)
         if backend == "onnx":
-            return cls(_onnx_bundle(folder, precision, threads), device="cpu", **options)
+            return cls(_onnx_bundle(folder, precision, threads), **options)
         predictor = cls(load_model_folder(folder), precision=precision, **options)
         if pack_for_cpu and predictor.device.type == "cpu" and precision == "float32":
+            from mtl.model.cpu_inference import pack_linear_layers
+
             pack_linear_layers(predictor.model)
         return predictor
 
@@ -144,7 +155,7 @@ class Predictor:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             answers = self._predict_batch([valid_items[position] for position in chunk],
-                                          self.featurizer.pad([features[position] for position in chunk]),
+                                          self.featurizer.pad([features[position] for position in chunk], tensors="np"),
                                           pre_split, tasks, embeddings)
             for position, answer in zip(chunk, answers):
                 results[valid[position]] = answer
@@ -159,6 +170,8 @@ class Predictor:
             return "text is empty"
         if len(text) > self.max_chars:
             return f"text has {len(text)} characters; the limit is {self.max_chars}"
+        if not _encodable(text):
+            return "text is not valid Unicode: it holds a lone surrogate"
         return None
 
     def _check_words(self, words) -> str | None:
@@ -170,17 +183,15 @@ class Predictor:
             return "tokens holds an empty token"
         if sum(len(word) + 1 for word in words) > self.max_chars:
             return f"tokens hold more than {self.max_chars} characters"
+        if not all(map(_encodable, words)):
+            return "tokens are not valid Unicode: one holds a lone surrogate"
         return None
 
-    @torch.inference_mode()
     def _predict_batch(self, items: list, encoded: Encoded, pre_split: bool, tasks: list[str],
                        embeddings: bool) -> list[Prediction]:
-        inputs = {name: tensor.to(self.device) for name, tensor in encoded.inputs.items()}
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-            output = self.model(**inputs, tasks=tasks)
-        vectors = output.embeddings.float().cpu().numpy() if embeddings else None
-        probabilities = {task: torch.softmax(logits.float(), dim=-1).cpu().numpy()
-                         for task, logits in output.logits.items()}
+        vectors, logits = self._run(encoded.inputs, tasks)
+        vectors = vectors if embeddings else None
+        probabilities = {task: _softmax(values) for task, values in logits.items()}
         predictions = []
         for row, item in enumerate(items):
             prediction = Prediction(embedding=None if vectors is None else vectors[row],
@@ -193,6 +204,42 @@ class Predictor:
                     prediction.entities[task] = _entities(spec, probabilities[task][row], encoded, row, item, pre_split)
             predictions.append(prediction)
         return predictions
+
+
+class _TorchRunner:
+    """Runs the PyTorch model on the Predictor's padded arrays, as ``OnnxMultiTaskModel`` runs its
+    export: input arrays in, the embeddings and each task's logits out, as float32 arrays."""
+
+    def __init__(self, model: MultiTaskModel, device: str | torch.device | None, precision: str):
+        import torch
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+
+    def __call__(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        import torch
+
+        tensors = {name: torch.from_numpy(array).to(self.device) for name, array in inputs.items()}
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bfloat16"):
+            output = self.model(**tensors, tasks=tasks)
+        return (output.embeddings.float().cpu().numpy(),
+                {task: values.float().cpu().numpy() for task, values in output.logits.items()})
+
+
+def _encodable(text: str) -> bool:
+    """Whether the tokenizer can take ``text``: JSON's escapes can make strings UTF-8 cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
 def _check_tasks(tasks: list[str], answered: dict[str, TaskSpec], every: dict[str, TaskSpec]) -> None:
@@ -222,11 +269,11 @@ def check_backend(backend: str, precision: str, folder: str | Path | None = None
 
 def _onnx_bundle(folder: str | Path, precision: str, threads: int | None) -> ModelBundle:
     """The folder's ONNX export in ``precision``, with its featurizer and task specs: its PyTorch
-    weights are never read."""
-    local, settings, specs, featurizer, metadata = load_model_parts(folder)
+    weights are never read, nor torch and transformers imported."""
+    local, settings, specs, metadata = load_model_parts(folder)
     model = load_onnx_model(local, precision=precision, version=model_version(local),
-                            specs={spec.name: spec for spec in specs}, input_names=featurizer.input_names,
-                            threads=threads)
+                            specs={spec.name: spec for spec in specs}, threads=threads)
+    featurizer = Featurizer.from_folder(local, max_length=settings.max_length, input_names=model.input_names)
     return ModelBundle(model=model, featurizer=featurizer, settings=settings, metadata=metadata)
 
 

@@ -3,6 +3,8 @@ the export checks itself, and a missing or stale export is an error that names t
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -224,3 +226,24 @@ def test_the_demo_model_in_int8_scores_as_in_float32_and_embeds_alike(demo_model
     similarity = row_cosines(np.stack([p.embedding for p in int8.predict(texts)]),
                          np.stack([p.embedding for p in float32.predict(texts)]))
     assert similarity.mean() >= 0.98 and similarity.min() >= mtl.export.INT8_MIN_COSINE
+
+
+def test_the_onnx_backend_labels_and_answers_without_torch_or_transformers(exported_dir):
+    """An ONNX labeler actor or endpoint replica imports neither (seconds of every start): the
+    folder's tokenizer.json featurizes, ONNX Runtime runs the model, numpy turns logits into answers."""
+    script = f"""
+import sys
+import pyarrow as pa
+from mtl.label import BatchLabeler
+from mtl.predict import Predictor
+labeler = BatchLabeler(model={str(exported_dir)!r}, text_column="text", tokens_column=None, tasks=None,
+                       threads=1, backend="onnx", precision="int8")
+table = labeler(pa.table({{"text": ["Alice Martin flew to Paris.", ""]}}))
+assert table.column("error").to_pylist() == [None, "text is empty"], table
+[answer] = Predictor.from_folder({str(exported_dir)!r}, backend="onnx").predict(words=[["Dana", "Lee"]])
+assert answer.error is None and len(answer.embedding) == 32
+print(sorted(name for name in ("torch", "transformers") if name in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -1,7 +1,16 @@
 import pytest
 import torch
+from conftest import shared_data
 
-from mtl.data.features import IGNORE_INDEX, first_subword_labels, first_subword_positions, word_character_spans
+from mtl.config import DataSource
+from mtl.data.features import (
+    IGNORE_INDEX,
+    Featurizer,
+    first_subword_labels,
+    first_subword_positions,
+    word_character_spans,
+)
+from mtl.data.readers import read_rows
 from mtl.errors import DataError
 
 
@@ -58,3 +67,29 @@ def test_unknown_eval_label_names_its_origin(tiny_bundle, demo_specs):
 def test_exactly_one_of_texts_or_words(tiny_bundle):
     with pytest.raises(ValueError, match="either texts or words"):
         tiny_bundle.featurizer.tokenize()
+
+
+@pytest.mark.real_data
+def test_the_folder_featurizer_tokenizes_as_the_hugging_face_tokenizer_does(tiny_model_dir):
+    """The ONNX backend's featurizer (tokenizer.json alone) against the tokenizer's own call, which
+    this project tokenized with before: ids, mask, types, word ids, offsets and truncation."""
+    from transformers import AutoTokenizer
+
+    conll = read_rows(DataSource(path=str(shared_data("conll2003/valid.txt"))), "tagging")
+    sst2 = [line.split("\t")[0] for line in shared_data("sst2/dev.tsv").read_text().splitlines()[1:]]
+    texts = [*sst2, " ".join(["word"] * 40), "Dana  Lee\tflew to Rio, 1996-08-22!", "naïve café 😀 \u3000x"]
+    words = [row["tokens"] for row in conll]
+    hugging_face = AutoTokenizer.from_pretrained(tiny_model_dir)
+    featurizer = Featurizer.from_folder(tiny_model_dir, max_length=16, input_names=["input_ids", "attention_mask",
+                                                                                     "token_type_ids"])
+    assert featurizer.pad_token_id == hugging_face.pad_token_id
+    for items, pre_split in ((texts, False), (words, True)):
+        expected = hugging_face(items, is_split_into_words=pre_split, truncation=True, max_length=16,
+                                return_offsets_mapping=True)
+        got = featurizer.featurize(words=items) if pre_split else featurizer.featurize(texts=items)
+        for index, item in enumerate(got):
+            assert item.inputs == {name: expected[name][index] for name in featurizer.input_names}
+            assert item.word_ids == expected.word_ids(index)
+            assert item.offsets == [tuple(pair) for pair in expected["offset_mapping"][index]]
+            assert item.truncated == bool(expected.encodings[index].overflowing)
+        assert sum(item.truncated for item in got) > 10  # truncation was exercised

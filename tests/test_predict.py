@@ -11,10 +11,11 @@ def predictor(tiny_bundle):
 
 
 def test_bad_items_get_errors_and_good_items_keep_their_order(predictor):
-    texts = ["Alice flew to Paris.", "", None, 7, "x" * 501, "Bob", "   "]
+    texts = ["Alice flew to Paris.", "", None, 7, "x" * 501, "Bob", "   ", "a\ud800b"]
     results = predictor.predict(texts)
-    assert [result.error is None for result in results] == [True, False, False, False, False, True, False]
+    assert [result.error is None for result in results] == [True, False, False, False, False, True, False, False]
     assert results[1].error == "text is empty"
+    assert "lone surrogate" in results[7].error  # JSON's "\ud800" escape makes such strings
     assert results[3].error == "text must be a string, got int"
     assert "limit is 500" in results[4].error
     assert results[2].embedding is None and results[2].labels == {}
@@ -67,10 +68,10 @@ def test_pre_split_words_give_token_index_spans(tiny_bundle):
 
 
 def test_bad_word_lists_get_errors(predictor):
-    results = predictor.predict(words=[["ok"], [], "not a list", ["a", ""], ["b", 3]])
+    results = predictor.predict(words=[["ok"], [], "not a list", ["a", ""], ["b", 3], ["c", "\udfff"]])
     assert [result.error for result in results] == [
         None, "tokens is empty", "tokens must be a list of strings", "tokens holds an empty token",
-        "tokens must be a list of strings"]
+        "tokens must be a list of strings", "tokens are not valid Unicode: one holds a lone surrogate"]
 
 
 def test_over_long_text_is_truncated_and_flagged(predictor):
