@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from mtl.onnx_backend import OnnxMultiTaskModel
 from mtl.predict import Predictor
 
 
@@ -48,8 +47,9 @@ def inspect_text(predictor: Predictor, text: str, *, layer: int = -1, head: int 
                  max_tokens: int = 128) -> Inspection:
     """Tokens, token tags and one layer's and head's attention for ``text``."""
     model = predictor.model
-    if not isinstance(model, torch.nn.Module):
+    if isinstance(model, OnnxMultiTaskModel):
         raise NotInspectable("attention weights come from the torch backend; this endpoint runs onnx")
+    import torch  # here, not above: an endpoint on ONNX never loads it
     problem = predictor.check_text(text)
     if problem:
         raise InspectionError(f"text: {problem}")

@@ -27,7 +27,6 @@ import os
 from dataclasses import dataclass
 
 import ray
-import torch
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
@@ -133,8 +132,13 @@ class BatchedPredictor:
     def _use_threads(self) -> None:
         """Apply ``threads`` on the thread that runs the model: OpenMP keeps the thread count per
         OS thread, and Serve may build the replica on another thread than the one serving requests
-        (left alone, Ray's OMP_NUM_THREADS, the replica's num_cpus, applies)."""
-        if self.settings.threads and torch.get_num_threads() != self.settings.threads:
+        (left alone, Ray's OMP_NUM_THREADS, the replica's num_cpus, applies). An ONNX session has
+        its threads from its start, and an ONNX replica never imports torch."""
+        if not self.settings.threads or self.settings.backend != "torch":
+            return
+        import torch
+
+        if torch.get_num_threads() != self.settings.threads:
             torch.set_num_threads(self.settings.threads)
 
 

@@ -234,14 +234,21 @@ def test_the_onnx_backend_labels_and_answers_without_torch_or_transformers(expor
     script = f"""
 import sys
 import pyarrow as pa
+import mtl.serve
+from mtl.inspection import NotInspectable, inspect_text
 from mtl.label import BatchLabeler
 from mtl.predict import Predictor
 labeler = BatchLabeler(model={str(exported_dir)!r}, text_column="text", tokens_column=None, tasks=None,
                        threads=1, backend="onnx", precision="int8")
 table = labeler(pa.table({{"text": ["Alice Martin flew to Paris.", ""]}}))
 assert table.column("error").to_pylist() == [None, "text is empty"], table
-[answer] = Predictor.from_folder({str(exported_dir)!r}, backend="onnx").predict(words=[["Dana", "Lee"]])
+predictor = Predictor.from_folder({str(exported_dir)!r}, backend="onnx")
+[answer] = predictor.predict(words=[["Dana", "Lee"]])
 assert answer.error is None and len(answer.embedding) == 32
+try:
+    inspect_text(predictor, "Dana Lee")
+except NotInspectable:
+    pass
 print(sorted(name for name in ("torch", "transformers") if name in sys.modules))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
