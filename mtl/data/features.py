@@ -89,6 +89,7 @@ class Featurizer:
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         backend = Tokenizer.from_file(str(path))
         pad_token = config.get("pad_token")
+        pad_token = pad_token.get("content") if isinstance(pad_token, dict) else pad_token  # an AddedToken
         featurizer = cls.__new__(cls)
         featurizer.tokenizer = None
         featurizer._setup(backend, max_length=max_length, input_names=input_names,
