@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,9 +179,29 @@ def encoder_config(folder: str | Path):
     return AutoConfig.for_model(**json.loads(storage.read_text(storage.join(folder, "config.json"))))
 
 
+@dataclass(frozen=True)
+class EncoderShape:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+
+
+def encoder_shape(folder: str | Path) -> EncoderShape:
+    """The encoder's width, depth and heads from its config.json: read as JSON where it uses these
+    names (BERT-family configs do), so that an ONNX labeler or endpoint never imports transformers
+    (and torch with it); else through transformers' config classes, which know each model type's
+    own names (DistilBERT's ``dim`` and ``n_layers``)."""
+    raw = json.loads(storage.read_text(storage.join(folder, "config.json")))
+    names = [field.name for field in fields(EncoderShape)]
+    if all(isinstance(raw.get(name), int) for name in names):
+        return EncoderShape(*(raw[name] for name in names))
+    config = encoder_config(folder)
+    return EncoderShape(*(getattr(config, name) for name in names))
+
+
 def embedding_dimension(folder: str | Path) -> int:
     """The encoder's hidden size."""
-    return encoder_config(folder).hidden_size
+    return encoder_shape(folder).hidden_size
 
 
 def local_model_folder(folder: str | Path) -> Path:

@@ -32,7 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from mtl.checkpoint import encoder_config, model_version, read_model_description
+from mtl.checkpoint import encoder_shape, model_version, read_model_description
 from mtl.drift import Reference
 from mtl.inspection import Inspection, InspectionError, NotInspectable, inspect_text
 from mtl.monitoring import EndpointMonitor, MetricsSink
@@ -155,7 +155,7 @@ def model_info(folder: str) -> ModelInfo:
     """What ``GET /v1/model`` answers, read from the model folder without loading the weights."""
     description = read_model_description(folder)
     settings, metadata = description["model"], description.get("metadata", {})
-    encoder = encoder_config(folder)
+    encoder = encoder_shape(folder)
     return ModelInfo(
         version=model_version(folder), encoder=settings["encoder"], pooling=settings["pooling"],
         normalize=settings["normalize"], max_length=settings["max_length"],

@@ -6,7 +6,15 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from mtl.checkpoint import HEADS_FILE, SPEC_FILE, load_model_folder, save_model_folder
+from mtl.checkpoint import (
+    HEADS_FILE,
+    SPEC_FILE,
+    EncoderShape,
+    encoder_config,
+    encoder_shape,
+    load_model_folder,
+    save_model_folder,
+)
 from mtl.errors import ModelFolderError
 from mtl.predict import Predictor
 
@@ -96,3 +104,12 @@ def test_an_encoder_on_object_storage_trains_from_this_nodes_copy_fetched_once_p
     assert replaced != copy and json.loads((Path(replaced) / "config.json").read_text())["hidden_dropout_prob"] == 0.2
     with pytest.raises(FileNotFoundError, match="encoders/absent"):
         resolve_encoder(f"{bucket}/encoders/absent")
+
+
+def test_the_encoders_shape_is_read_as_json_and_through_transformers_for_other_names(tiny_model_dir, tmp_path):
+    config = encoder_config(tiny_model_dir)
+    assert encoder_shape(tiny_model_dir) == EncoderShape(config.hidden_size, config.num_hidden_layers,
+                                                         config.num_attention_heads) == EncoderShape(32, 2, 2)
+    distilbert = {"model_type": "distilbert", "dim": 48, "n_layers": 3, "n_heads": 4, "hidden_dim": 96}
+    (tmp_path / "config.json").write_text(json.dumps(distilbert))
+    assert encoder_shape(tmp_path) == EncoderShape(48, 3, 4)

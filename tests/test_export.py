@@ -229,19 +229,23 @@ def test_the_demo_model_in_int8_scores_as_in_float32_and_embeds_alike(demo_model
 
 
 def test_the_onnx_backend_labels_and_answers_without_torch_or_transformers(exported_dir):
-    """An ONNX labeler actor or endpoint replica imports neither (seconds of every start): the
-    folder's tokenizer.json featurizes, ONNX Runtime runs the model, numpy turns logits into answers."""
+    """An ONNX labeler actor or endpoint replica imports neither (seconds of every start), nor does
+    the label job's driver to size its batches: the folder's tokenizer.json featurizes, ONNX Runtime
+    runs the model, numpy turns logits into answers, config.json is read as JSON."""
     script = f"""
 import sys
 import pyarrow as pa
 import mtl.serve
 from mtl.inspection import NotInspectable, inspect_text
+from mtl.checkpoint import embedding_dimension
 from mtl.label import BatchLabeler
 from mtl.predict import Predictor
+from mtl.service import model_info
 labeler = BatchLabeler(model={str(exported_dir)!r}, text_column="text", tokens_column=None, tasks=None,
                        threads=1, backend="onnx", precision="int8")
 table = labeler(pa.table({{"text": ["Alice Martin flew to Paris.", ""]}}))
 assert table.column("error").to_pylist() == [None, "text is empty"], table
+assert model_info({str(exported_dir)!r}).embedding_dimension == embedding_dimension({str(exported_dir)!r}) == 32
 predictor = Predictor.from_folder({str(exported_dir)!r}, backend="onnx")
 [answer] = predictor.predict(words=[["Dana", "Lee"]])
 assert answer.error is None and len(answer.embedding) == 32
