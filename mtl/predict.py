@@ -95,7 +95,8 @@ class Predictor:
         """A predictor that owns its model. On a CPU in float32, the torch backend packs its linear
         layers for oneDNN (``mtl.model.cpu_inference``: faster, same answers to 1e-6;
         ``pack_for_cpu=False`` keeps them). ``backend="onnx"`` runs ``onnx/`` of the folder (made by
-        ``python -m jobs.export``) with ``threads`` threads (default: torch's)."""
+        ``python -m jobs.export``) with ``threads`` threads (default: ONNX Runtime's, one per physical
+        core)."""
         check_backend(backend, precision)
         if backend == "onnx":
             return cls(_onnx_bundle(folder, precision, threads), **options)

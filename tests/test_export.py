@@ -251,8 +251,10 @@ predictor = Predictor.from_folder({str(exported_dir)!r}, backend="onnx")
 assert answer.error is None and len(answer.embedding) == 32
 try:
     inspect_text(predictor, "Dana Lee")
-except NotInspectable:
-    pass
+except NotInspectable as refusal:
+    assert "runs onnx" in str(refusal), refusal
+else:
+    raise AssertionError("inspect_text answered on the onnx backend")
 print(sorted(name for name in ("torch", "transformers") if name in sys.modules))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -74,6 +74,7 @@ class Featurizer:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("a fast (Rust) tokenizer is needed for word ids and character offsets")
         self.tokenizer = tokenizer
+        # a copy: this featurizer's truncation must not change the tokenizer that is saved with the model
         self._setup(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), max_length=max_length,
                     input_names=[name for name in _ENCODING_FIELDS if name in tokenizer.model_input_names],
                     pad_token_id=tokenizer.pad_token_id, truncation_side=tokenizer.truncation_side)
