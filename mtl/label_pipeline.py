@@ -38,7 +38,7 @@ from mtl.corpus import (
     read_corpus,
 )
 from mtl.errors import OutputInUseError
-from mtl.label import BatchLabeler, output_columns
+from mtl.label import PARQUET_OPTIONS, BatchLabeler, output_columns
 from mtl.predict import check_backend
 from mtl.progress import Progress, RowCounter, progress_bar
 from mtl.tasks import TaskSpec
@@ -150,7 +150,8 @@ def _write(labeled: ray.data.Dataset, run: label_output.Run, rows_per_file: int)
     """Write the labeled rows into the run's staging folder, again for any block the checkpoint
     recorded but whose file is gone (a late write of a killed attempt, discarded while resuming)."""
     for _ in range(WRITE_PASSES):
-        labeled.write_parquet(run.data, max_rows_per_file=rows_per_file, ray_remote_args={"num_cpus": IO_CPUS})
+        labeled.write_parquet(run.data, max_rows_per_file=rows_per_file, ray_remote_args={"num_cpus": IO_CPUS},
+                              **PARQUET_OPTIONS)
         lost = label_output.reconcile(run)
         if not lost:
             return

@@ -12,7 +12,7 @@ import pytest
 
 from mtl.checkpoint import save_model_folder
 from mtl.corpus import estimate_row_bytes, expand_input, input_format
-from mtl.label import BatchLabeler, output_columns
+from mtl.label import PARQUET_OPTIONS, BatchLabeler, output_columns
 from mtl.label_pipeline import LabelOptions, batch_rows, check_output_reachable, plan_actors
 
 
@@ -58,9 +58,20 @@ def test_embedding_is_a_float_list_of_one_length_readable_as_numpy(model_dir, tm
     half = labeler(model_dir, embedding_dtype="float16")(pa.table({"text": ["one"]}))
     assert half.schema.field("embedding").type == pa.list_(pa.float16())
     # a null embedding (a bad row) reads back from Parquet with every pyarrow this project meets
-    pq.write_table(out, tmp_path / "out.parquet")
+    pq.write_table(out, tmp_path / "out.parquet", **PARQUET_OPTIONS)
     back = pads.dataset(str(tmp_path / "out.parquet"), format="parquet").to_table().column("embedding")
     assert back.null_count == 1 and [len(vector) for vector in back.drop_null().to_pylist()] == [32, 32]
+    assert back.to_pylist() == out.column("embedding").to_pylist()
+
+
+def test_parquet_output_stores_nothing_as_a_dictionary_and_reads_back_as_labeled(model_dir, tmp_path):
+    for dtype in ("float32", "float16"):
+        out = labeler(model_dir, embedding_dtype=dtype)(pa.table({"text": ["one", "two", None]}))
+        pq.write_table(out, tmp_path / f"{dtype}.parquet", **PARQUET_OPTIONS)
+        written = pq.ParquetFile(tmp_path / f"{dtype}.parquet")
+        group = written.metadata.row_group(0)
+        assert not any("RLE_DICTIONARY" in group.column(i).encodings for i in range(group.num_columns))
+        assert written.read().equals(out)
 
 
 def test_task_subset_and_no_embedding(model_dir):
