@@ -48,6 +48,11 @@ def test_text_corpus_seeded_with_bad_rows_gives_one_row_per_line(ray_local, mode
     assert sum(error is not None and "limit is" in error for error in errors) == 1
     assert sorted(table.column("text").to_pylist()) == sorted(lines)
     assert (tmp_path / "out" / "_SUCCESS").exists() and not (tmp_path / "out" / STAGING).exists()
+    written = sorted((tmp_path / "out").glob("*.parquet"))
+    assert written
+    for path in written:  # the job's writer skips dictionary pages
+        group = pq.ParquetFile(path).metadata.row_group(0)
+        assert not any("RLE_DICTIONARY" in group.column(i).encodings for i in range(group.num_columns))
 
 
 def test_parquet_keeps_columns_and_flags_nulls(ray_local, model_dir, tmp_path):
