@@ -121,6 +121,18 @@ def model_cache(tmp_path_factory) -> Path:
     return folder
 
 
+def dictionary_encoded_columns(path: Path) -> list[str]:
+    """The columns of a Parquet file that any of its row groups stores with a dictionary."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    columns = set()
+    for number in range(metadata.num_row_groups):
+        chunks = map(metadata.row_group(number).column, range(metadata.num_columns))
+        columns |= {chunk.path_in_schema for chunk in chunks if "RLE_DICTIONARY" in chunk.encodings}
+    return sorted(columns)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
