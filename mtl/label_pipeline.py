@@ -211,8 +211,8 @@ def _label(options: LabelOptions, specs: list[TaskSpec], files: list[str], files
                                "on_rows": RowCounter(progress.name) if progress is not None else None},
         batch_size=rows_per_batch,
         batch_format="pyarrow",
-        # Ray Data's default queues a second batch at each actor: one handed its next batch only once
-        # the executor had seen the last one end sat idle up to 0.2 s after every batch
+        # Ray Data's default keeps a second batch queued at each actor, which busies the actor while
+        # the executor takes up to 0.2 s to see a batch end and hand it the next
         compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
         num_cpus=plan.cpus,
         num_gpus=plan.gpus,
