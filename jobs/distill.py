@@ -59,13 +59,11 @@ def distill_config(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        import ray
-
-        from mtl.progress import quiet_output
+        from mtl.cluster import connect
         from mtl.train.trainer import fit
 
         config = distill_config(args)
-        ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
+        connect(args.verbose)
         summary = fit(config, progress=not args.verbose)
     except (ConfigError, DataError, ModelFolderError) as error:
         print(error, file=sys.stderr)

@@ -80,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scorer(args: argparse.Namespace):
     if args.actors:
-        import ray
-
+        from mtl.cluster import connect
         from mtl.evaluation.distributed import ray_scorer
 
-        ray.init(ignore_reinit_error=True)
+        connect(verbose=True)
         return ray_scorer(args.model, actors=args.actors, backend=args.backend, precision=args.precision)
     from mtl.evaluation.run import local_scorer
     from mtl.predict import Predictor
@@ -93,12 +92,11 @@ def _scorer(args: argparse.Namespace):
 
 
 def _cross_validate(config, args: argparse.Namespace) -> int:
-    import ray
-
     from mtl import storage
+    from mtl.cluster import connect
     from mtl.evaluation.cross_validation import cross_validate, cross_validation_table
 
-    ray.init(ignore_reinit_error=True)
+    connect(verbose=True)
     summary = cross_validate(config, folds=args.cv, output=args.output)
     path = storage.join(args.output, "cv_report.json")
     storage.write_text(path, json.dumps(summary, indent=2))

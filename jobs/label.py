@@ -71,10 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import ray
-
+    from mtl.cluster import connect
     from mtl.label_pipeline import LabelOptions, run_labeling
-    from mtl.progress import quiet_output
     from mtl.registry import resolve_model
 
     try:
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         max_actors=args.actors[1], cpus_per_actor=args.cpus_per_actor,
         threads_per_actor=args.threads_per_actor, max_length=args.max_length,
         rows_per_file=args.rows_per_file, overwrite=args.overwrite, output_shared=args.output_shared)
-    ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
+    connect(args.verbose)
     try:
         summary = run_labeling(options, progress=not args.verbose)
     except (ValueError, FileNotFoundError, OutputInUseError) as error:

@@ -34,12 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = [*args.overrides, *([f"model.init_from={args.init_from}"] if args.init_from else [])]
         config = load_config(args.config, overrides)
-        import ray
-
-        from mtl.progress import quiet_output
+        from mtl.cluster import connect
         from mtl.train.trainer import fit
 
-        ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
+        connect(args.verbose)
         summary = fit(config, progress=not args.verbose)
     except (ConfigError, DataError, ModelFolderError) as error:
         print(error, file=sys.stderr)

@@ -30,12 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        import ray
-
-        from mtl.progress import quiet_output
+        from mtl.cluster import connect
         from mtl.tuning import sweep
 
-        ray.init(ignore_reinit_error=True, **quiet_output(args.verbose))
+        connect(args.verbose)
         result = sweep(args.config, args.space, args.overrides, args.output)
     except (ConfigError, DataError, ModelFolderError) as error:
         print(error, file=sys.stderr)
