@@ -10,6 +10,7 @@ import yaml
 from conftest import REPO
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from mtl.cluster import NODE_ENVIRONMENT
 from mtl.serve import HIGH_THROUGHPUT_ENVIRONMENT
 
 
@@ -39,15 +40,24 @@ def test_cluster_has_a_cpu_head_and_autoscaling_gpu_workers_with_a_private_dashb
     assert any("pip install" in command for command in config["setup_commands"])
     for start in (head_start, " ".join(config["worker_start_ray_commands"])):
         ray_start = start[:start.index(" ray start")]  # the variables set for `ray start` on each node
-        expected = [f"{name}={value}" for name, value in HIGH_THROUGHPUT_ENVIRONMENT.items()]
+        expected = [f"{name}={value}" for name, value in {**HIGH_THROUGHPUT_ENVIRONMENT, **NODE_ENVIRONMENT}.items()]
         assert shlex.split(ray_start.split(";")[-1]) == [*expected, "RAY_AUTH_MODE=token"]
 
 
-def test_rayservice_runs_serve_in_high_throughput_mode_on_every_pod():
-    cluster = load("k8s/rayservice.yaml")["spec"]["rayClusterConfig"]
-    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
-        environment = {entry["name"]: entry["value"] for entry in group["template"]["spec"]["containers"][0]["env"]}
-        assert environment == HIGH_THROUGHPUT_ENVIRONMENT
+def pod_environments(cluster: dict) -> list[dict]:
+    """The environment each group of ``cluster`` (a RayCluster spec) starts its Ray container with."""
+    return [{entry["name"]: entry["value"] for entry in group["template"]["spec"]["containers"][0]["env"]}
+            for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]]
+
+
+def test_rayservice_runs_serve_in_high_throughput_mode_on_every_pod_with_the_nodes_settings():
+    for environment in pod_environments(load("k8s/rayservice.yaml")["spec"]["rayClusterConfig"]):
+        assert environment == {**HIGH_THROUGHPUT_ENVIRONMENT, **NODE_ENVIRONMENT}
+
+
+def test_rayjob_starts_every_pod_with_the_nodes_settings():
+    for environment in pod_environments(load("k8s/rayjob-train.yaml")["spec"]["rayClusterSpec"]):
+        assert environment == NODE_ENVIRONMENT
 
 
 def crd_schema(kind: str) -> dict:
