@@ -26,11 +26,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import ray
 from label_throughput import real_sentences
 from quality import run
 
 from mtl import storage
+from mtl.cluster import connect
 from mtl.config import apply_override, load_config, validate_config
 from mtl.train.distillation import student_config
 
@@ -106,7 +106,7 @@ def main() -> None:
 
     config = load_config(args.config, [f"train.max_examples_per_task={args.examples}", f"train.epochs={args.epochs}",
                                        "train.patience=null"])
-    ray.init(ignore_reinit_error=True)
+    connect()
     teacher = storage.absolute(args.teacher)
     scores = {"teacher": json.loads(storage.read_text(storage.join(teacher, "mtl.json")))["metadata"]["metrics"]}
     corpus = storage.absolute(storage.join(args.output, "unlabeled.txt"))

@@ -21,10 +21,9 @@ import argparse
 import json
 import time
 
-import ray
-
 from mtl import storage
 from mtl.checkpoint import build_model
+from mtl.cluster import connect
 from mtl.config import EMBEDDING_METRICS, TaskConfig, load_config
 from mtl.data.readers import read_rows
 from mtl.predict import Predictor
@@ -73,7 +72,7 @@ def main() -> None:
         config = variant_config(base, name, args.output)
         metrics_file = storage.join(config.output, "metrics.json")
         if not (args.reuse and storage.is_file(metrics_file)):
-            ray.init(ignore_reinit_error=True)
+            connect()
             started = time.perf_counter()
             fit(config)
             seconds[name] = time.perf_counter() - started

@@ -6,8 +6,9 @@ The corpus is real text from ../shared/data (SST-2 sentences, then CoNLL-2003 se
 reads Parquet, embeds, classifies, tags and writes Parquet; the baseline only embeds the same
 texts in memory with sentence-transformers at its best batch size, on every core.
 
-Ray starts first and stays up, idle, through both runs, as the cluster a job is submitted to
-would be: Ray's own start-up (its worker pool, dashboard and agents) is not charged to either run.
+Ray starts first, set up as a job starts its own (``mtl.cluster.connect``: the nodes' settings of
+cluster.yaml), and stays up, idle, through both runs, as the cluster a job is submitted to would be:
+Ray's own start-up (its worker pool, dashboard and agents) is not charged to either run.
 The job's time does include starting its actors and loading the model in each; the baseline's
 model is loaded before its clock starts. The job runs once per backend and precision (torch
 float32, the default, then torch bfloat16, onnx float32 and onnx int8: ``--variants`` picks), on
@@ -118,9 +119,9 @@ def main() -> None:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import ray
 
     from mtl.checkpoint import build_model, save_model_folder
+    from mtl.cluster import connect
     from mtl.config import ModelConfig
     from mtl.export import export_onnx
     from mtl.label_pipeline import LabelOptions, run_labeling
@@ -134,7 +135,7 @@ def main() -> None:
         pq.write_table(pa.table({"id": range(len(texts)), "text": texts}), Path(work) / "corpus.parquet")
         if any(VARIANTS[variant][0] == "onnx" for variant in args.variants):
             export_onnx(model_dir)
-        ray.init(ignore_reinit_error=True)
+        connect()
         baseline, best_batch = encode_baseline(texts, args.max_length)
         st_onnx = st_onnx_rows(args.st_onnx_python, texts, model_dir, Path(work), args.max_length) \
             if args.st_onnx_python else {}

@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import ray
-
 from mtl import storage
+from mtl.cluster import connect
 from mtl.config import Augmentation, Config, load_config
 from mtl.train.trainer import fit
 
@@ -63,7 +62,7 @@ def run(config: Config, reuse: bool) -> dict:
     """The run's metrics.json, training it first unless ``reuse`` finds it finished."""
     metrics_file = storage.join(config.output, "metrics.json")
     if not (reuse and storage.is_file(metrics_file)):
-        ray.init(ignore_reinit_error=True)
+        connect()
         fit(config)
     return json.loads(storage.read_text(metrics_file))
 
