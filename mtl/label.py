@@ -89,7 +89,7 @@ class BatchLabeler:
 
     def __init__(self, *, model: str, text_column: str | None, tokens_column: str | None,
                  tasks: list[str] | None, embedding: bool = True, embedding_dtype: str = "float32",
-                 model_batch_size: int = 32, max_length: int | None = None, threads: int | None = None,
+                 model_batch_size: int | None = None, max_length: int | None = None, threads: int | None = None,
                  backend: str = "torch", precision: str = "float32", json_lines: bool = False,
                  on_rows: Callable[[int], None] | None = None):
         if threads and backend == "torch":

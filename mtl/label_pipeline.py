@@ -73,7 +73,7 @@ class LabelOptions:
     backend: str = "torch"         # or onnx: the model folder's ONNX export (python -m jobs.export)
     precision: str = "float32"     # torch: float32 or bfloat16; onnx: float32 or int8
     actor_batch_rows: int = 1024   # rows handed to a labeler actor at once (sorted by length there)
-    model_batch_size: int = 32     # texts the model runs at once inside an actor
+    model_batch_size: int | None = None   # texts per model call in an actor (None: the backend's own)
     min_actors: int | None = None
     max_actors: int | None = None
     cpus_per_actor: float | None = None

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 DEFAULT_MAX_CHARS = 20_000
 BACKENDS = ("torch", "onnx")
 TORCH_PRECISIONS = ("float32", "bfloat16")
+# texts per model call when the caller names none. ONNX Runtime on a CPU runs small batches faster
+# per text, its activations staying in the core's cache: on one thread, 20,000 real sentences at
+# 8, 16 and 32 texts ran 970, 950 and 840 sentences/s in int8 and 338, 346 and 328 in float32,
+# while torch ran 287, 323 and 337 (docs/benchmarks.md, "Backends and precisions")
+DEFAULT_BATCH_SIZES = {"torch": 32, "onnx": 16}
 
 
 @dataclass
@@ -71,11 +76,11 @@ class Predictor:
     precision: ``float32``, or ``bfloat16`` (PyTorch autocast: faster on CPUs with bfloat16
     instructions and on GPUs, answers close to float32's). A predictor built by ``from_folder`` with
     ``backend="onnx"`` runs the folder's ONNX export instead, in float32 or int8, and never imports
-    torch.
+    torch. batch_size: texts per model call (default: ``DEFAULT_BATCH_SIZES`` of the backend).
     """
 
     def __init__(self, bundle: ModelBundle, *, device: str | torch.device | None = None,
-                 batch_size: int = 32, max_chars: int = DEFAULT_MAX_CHARS, precision: str = "float32"):
+                 batch_size: int | None = None, max_chars: int = DEFAULT_MAX_CHARS, precision: str = "float32"):
         _check_torch_precision(precision)
         self.bundle = bundle
         if isinstance(bundle.model, OnnxMultiTaskModel):
@@ -85,7 +90,7 @@ class Predictor:
             self._run = _TorchRunner(bundle.model, device, precision)
             self.device, self.model = self._run.device, self._run.model
         self.featurizer = bundle.featurizer
-        self.batch_size = batch_size
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZES["onnx" if self.device is None else "torch"]
         self.max_chars = max_chars
         self.precision = precision
 

@@ -16,7 +16,7 @@ from mtl.checkpoint import load_model_folder, save_model_folder
 from mtl.errors import ModelFolderError
 from mtl.export import cpu_family, export_onnx
 from mtl.metrics import row_cosines
-from mtl.predict import Predictor
+from mtl.predict import DEFAULT_BATCH_SIZES, Predictor
 
 TEXTS = ["Alice Martin flew to Paris.", "terrible service at Hooli", "ok",
          "Dana Lee works at Hooli in Seoul and loves it there"]
@@ -52,6 +52,13 @@ def test_the_onnx_backend_gives_the_answers_of_the_torch_backend(exported_dir):
         assert got.labels["sentiment"].label == expected.labels["sentiment"].label
         assert got.labels["sentiment"].score == pytest.approx(expected.labels["sentiment"].score, abs=1e-5)
         assert spans(got) == spans(expected)
+
+
+def test_each_backend_runs_its_own_default_batch_and_a_named_one_is_kept(exported_dir):
+    assert Predictor.from_folder(exported_dir).batch_size == DEFAULT_BATCH_SIZES["torch"] == 32
+    assert Predictor.from_folder(exported_dir, backend="onnx", precision="int8").batch_size == \
+        DEFAULT_BATCH_SIZES["onnx"] == 16
+    assert Predictor.from_folder(exported_dir, backend="onnx", batch_size=64).batch_size == 64
 
 
 def test_sentence_transformers_reads_the_folder_as_the_same_embedding(exported_dir):
