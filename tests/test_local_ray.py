@@ -16,7 +16,6 @@ IDLE_WORKERS_SCRIPT = """
 import os
 import time
 
-import psutil
 import ray
 
 from mtl.cluster import connect
@@ -30,6 +29,14 @@ def pause() -> int:
     return os.getpid()
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @ray.remote
 class Holder:
     def ready(self) -> bool:
@@ -40,7 +47,7 @@ holder = Holder.options(num_cpus=ray.available_resources()["CPU"]).remote()
 ray.get(holder.ready.remote())
 workers = set(ray.get([pause.remote() for _ in range(6)]))
 time.sleep(3)
-print(len(workers), sum(psutil.pid_exists(pid) for pid in workers))
+print(len(workers), sum(alive(pid) for pid in workers))
 """
 
 
