@@ -27,7 +27,7 @@ DEFAULT_MAX_CHARS = 20_000
 BACKENDS = ("torch", "onnx")
 TORCH_PRECISIONS = ("float32", "bfloat16")
 # texts per model call when the caller names none. ONNX Runtime on a CPU runs small batches faster
-# per text, its activations staying in the core's cache: on one thread, 20,000 real sentences at
+# per text, its activations staying in the core's cache: on one thread, 4,000 real sentences at
 # 8, 16 and 32 texts ran 970, 950 and 840 sentences/s in int8 and 338, 346 and 328 in float32,
 # while torch ran 287, 323 and 337 (docs/benchmarks.md, "Backends and precisions")
 DEFAULT_BATCH_SIZES = {"torch": 32, "onnx": 16}
@@ -84,13 +84,15 @@ class Predictor:
         _check_torch_precision(precision)
         self.bundle = bundle
         if isinstance(bundle.model, OnnxMultiTaskModel):
+            backend = "onnx"
             self.device = None
             self.model = self._run = bundle.model
         else:
+            backend = "torch"
             self._run = _TorchRunner(bundle.model, device, precision)
             self.device, self.model = self._run.device, self._run.model
         self.featurizer = bundle.featurizer
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZES["onnx" if self.device is None else "torch"]
+        self.batch_size = DEFAULT_BATCH_SIZES[backend] if batch_size is None else batch_size
         self.max_chars = max_chars
         self.precision = precision
 
