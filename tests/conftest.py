@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,24 @@ def ray_local(s3_server):
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hermetic_serve_config():
+    """A function making a Serve config (serve_config.yaml as a dict) fit for a test module: HAProxy
+    writes its files into a folder of the module's, removed at the end, instead of
+    /tmp/haproxy-serve (the folder is short, as HAProxy's socket paths must be), and an HTTP replica
+    being stopped drains for 2 s rather than high-throughput mode's 30 s, so that `serve.shutdown()`
+    ends within its 30 s and the next module starts a Serve of its own."""
+    from mtl.serve import haproxy_file_locations
+
+    folder = tempfile.mkdtemp(prefix="haproxy-")
+
+    def hermetic(config: dict) -> dict:
+        config["controller_options"]["runtime_env"]["env_vars"].update(
+            haproxy_file_locations(folder), RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="2")
+        return config
+
+    hermetic.haproxy_folder = Path(folder)
+    yield hermetic
+    shutil.rmtree(folder, ignore_errors=True)

@@ -55,6 +55,14 @@ def test_rayservice_runs_serve_in_high_throughput_mode_on_every_pod_with_the_nod
         assert environment == {**HIGH_THROUGHPUT_ENVIRONMENT, **NODE_ENVIRONMENT}
 
 
+def test_serve_config_passes_serves_schema_and_gives_its_controller_the_high_throughput_mode():
+    from ray.serve.schema import ServeDeploySchema
+
+    config = load("serve_config.yaml")
+    ServeDeploySchema.model_validate(config)  # what `serve run` and `serve deploy` read it with
+    assert config["controller_options"]["runtime_env"]["env_vars"] == HIGH_THROUGHPUT_ENVIRONMENT
+
+
 def test_rayjob_starts_every_pod_with_the_nodes_settings():
     for environment in pod_environments(load("k8s/rayjob-train.yaml")["spec"]["rayClusterSpec"]):
         assert environment == NODE_ENVIRONMENT

@@ -92,12 +92,14 @@ def registered_model(tiny_model_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, registered_model, s3_model, tmp_path_factory, handle_loop):
+def endpoint(ray_local, registered_model, s3_model, hermetic_serve_config, tmp_path_factory,
+             handle_loop):
     from ray import serve
 
     port = free_port()
+    config = hermetic_serve_config(endpoint_config(registered_model, port, s3_model))
     config_path = tmp_path_factory.mktemp("serve") / "serve_config.yaml"
-    config_path.write_text(yaml.safe_dump(endpoint_config(registered_model, port, s3_model)))
+    config_path.write_text(yaml.safe_dump(config))
     address = ray_local.get_runtime_context().gcs_address
     command = [str(SERVE_CLI), "run", "--non-blocking", "--address", address, str(config_path)]
     subprocess.run(command, cwd=REPO, check=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -164,6 +166,14 @@ def test_every_route_answers_through_serve(endpoint, ray_local):
     assert requests.get(f"{endpoint}/docs", timeout=10).status_code == 200
     bad = requests.post(f"{endpoint}/v1/predict", json={"texts": ["a"] * 9}, timeout=10)
     assert bad.status_code == 422 and bad.json()["error"].startswith("texts:")
+
+
+def test_the_shipped_config_puts_haproxy_on_the_port_without_any_variable_exported(
+        endpoint, hermetic_serve_config):
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ  # only serve_config.yaml turns it on
+    [haproxy_config] = hermetic_serve_config.haproxy_folder.glob("*/haproxy.cfg")  # one node
+    assert f"bind 127.0.0.1:{endpoint.rsplit(':', 1)[1]}" in haproxy_config.read_text()
+    assert requests.post(f"{endpoint}/v1/embed", json={"texts": TEXTS}, timeout=30).status_code == 200
 
 
 def test_the_demo_page_inspection_and_drift_run_through_serve_and_every_metric_reaches_prometheus(

@@ -53,7 +53,7 @@ def versions(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(ray_local, versions, tmp_path_factory):
+def served(ray_local, versions, hermetic_serve_config, tmp_path_factory):
     from ray import serve
 
     port = free_port()
@@ -63,6 +63,7 @@ def served(ray_local, versions, tmp_path_factory):
         _application("ab", {"variants": [{"name": "control", "model": "models:/ab@production", "weight": 90},
                                          {"name": "candidate", "model": "models:/ab/2", "weight": 10}]}, 1),
         _application("live", {"model": "models:/live@production", "reload_interval_s": 0.5}, 2)]
+    hermetic_serve_config(config)
     path = tmp_path_factory.mktemp("serve-versions") / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     command = [str(SERVE_CLI), "run", "--non-blocking", "--address", ray_local.get_runtime_context().gcs_address,
