@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl.predict import Predictor
+from mtl.predict import CALL_COST_IN_TOKENS, Predictor, cheapest_split
 
 
 @pytest.fixture
@@ -158,3 +158,29 @@ def test_items_are_batched_by_token_count_not_characters(tiny_bundle):
     lengths = sorted(len(item) for item in tiny_bundle.featurizer.featurize(texts=texts))
     assert shapes == [(2, lengths[1]), (2, lengths[3])]
     assert lengths[1] < lengths[3], "the texts no longer tell token order from character order"
+
+
+def test_the_cheapest_split_pays_a_call_rather_than_padding_and_keeps_the_most_per_call():
+    # one call: 4 + 4 * 10 = 44 padded tokens and call costs; the long text alone: (4 + 3 * 2) + (4 + 10) = 24
+    assert cheapest_split([2, 2, 2, 10], most=4, call_cost=4) == [(0, 3), (3, 4)]
+    # at 100 per call, one call (140) beats two (210)
+    assert cheapest_split([2, 2, 2, 10], most=4, call_cost=100) == [(0, 4)]
+    runs = cheapest_split([3] * 5, most=2, call_cost=1)
+    assert len(runs) == 3 and all(end - start <= 2 for start, end in runs)
+    assert [start for start, _ in runs[1:]] == [end for _, end in runs[:-1]] and runs[0][0] == 0 and runs[-1][1] == 5
+    assert cheapest_split([], most=4, call_cost=4) == []
+
+
+def test_a_long_text_gets_a_call_of_its_own_and_every_answer_stays_the_same(tiny_bundle):
+    long_text = " ".join(["word"] * 120)
+    texts = ["a", long_text, "ok then", "fine"]
+    predictor = Predictor(tiny_bundle, device="cpu", batch_size=64)
+    assert predictor.call_cost == CALL_COST_IN_TOKENS["torch"]
+    shapes = []
+    forward = predictor.model.forward
+    predictor.model.forward = lambda **inputs: shapes.append(tuple(inputs["input_ids"].shape)) or forward(**inputs)
+    together = predictor.predict(texts)
+    assert [count for count, _ in shapes] == [3, 1]
+    alone = [Predictor(tiny_bundle, device="cpu", batch_size=1).predict([text])[0] for text in texts]
+    for mixed, single in zip(together, alone):
+        np.testing.assert_allclose(mixed.embedding, single.embedding, atol=1e-5)
