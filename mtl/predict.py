@@ -31,12 +31,10 @@ TORCH_PRECISIONS = ("float32", "bfloat16")
 # 8, 16 and 32 texts ran 970, 950 and 840 sentences/s in int8 and 338, 346 and 328 in float32,
 # while torch ran 287, 323 and 337 (docs/benchmarks.md, "Backends and precisions")
 DEFAULT_BATCH_SIZES = {"torch": 32, "onnx": 16}
-# What one more model call costs on a CPU, in padded tokens: ``Predictor`` splits the texts, sorted
-# by length, into the calls that cost least in padded tokens plus this per call, rather than into
-# runs of ``batch_size``. Texts of mixed lengths in one call all pay for the longest: on one thread,
-# 32 distinct SST-2 sentences per predict ran 197 sentences/s in one torch call and 356 split so
-# (int8: 266 and 656), and sorted blocks of 1,024 ran 483 and 531 (int8: 766 and 745). Fitted on
-# those runs, at 32 to 128 for torch and 8 to 32 for ONNX (docs/benchmarks.md, "Serving").
+# What one more model call costs on a CPU, in padded tokens. Texts of mixed lengths in one call all
+# pay for the longest, so ``Predictor`` splits the length-sorted texts into the calls that cost
+# least in padded tokens plus this per call. Fitted on one thread, where torch was best at 32 to 128
+# and ONNX at 8 to 32 (docs/benchmarks.md, "Serving").
 CALL_COST_IN_TOKENS = {"torch": 64, "onnx": 16}
 
 
@@ -100,7 +98,7 @@ class Predictor:
             self.device, self.model = self._run.device, self._run.model
         self.featurizer = bundle.featurizer
         self.batch_size = DEFAULT_BATCH_SIZES[backend] if batch_size is None else batch_size
-        # a GPU pads in parallel, so there only the batch size splits (as measured on GPUs before)
+        # a GPU runs the padding in parallel: there only the batch size splits (the split is unmeasured there)
         on_gpu = self.device is not None and self.device.type != "cpu"
         self.call_cost = None if on_gpu else CALL_COST_IN_TOKENS[backend]
         self.max_chars = max_chars
