@@ -17,7 +17,7 @@ as on a cluster whose nodes have only their own disks. Then:
 3. `ray job submit` of labeling with that model, corpus and output on S3; checks the output row
    count, and that a local output is refused on the two nodes;
 4. `serve deploy` of serve_config.yaml with the model on S3 and a replica on each node; gets an
-   answer from each.
+   answer from each. HAProxy keeps its files in a temporary folder, removed at the end.
 
 The nodes are stopped whatever happens (their process groups are killed; `ray stop` is not used,
 since it would stop every Ray on the machine). Prints how long each step took; exits non-zero
@@ -79,12 +79,18 @@ def label_on_the_cluster(cluster: LocalCluster, model: str, output: str) -> str:
     return f"{rows} rows in {output}; a local output refused"
 
 
-def serve_from_each_node(cluster: LocalCluster, model: str, work: Path) -> str:
+def serve_from_each_node(cluster: LocalCluster, model: str, work: Path, haproxy: Path) -> str:
     import requests
     import yaml
 
+    from mtl.serve import haproxy_file_locations
+
     port = free_port()
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    # HAProxy's files go to a folder this script removes, not /tmp/haproxy-serve; a stopping replica
+    # drains for 2 s, not high-throughput mode's 30 s, which `serve shutdown` would wait out
+    config["controller_options"]["runtime_env"]["env_vars"].update(
+        haproxy_file_locations(str(haproxy)), RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="2")
     config["proxy_location"] = "HeadOnly"  # both nodes share 127.0.0.1: one proxy can have the port
     config["http_options"]["port"] = port
     application = config["applications"][0]
@@ -151,6 +157,7 @@ def main() -> int:
     parser.add_argument("--keep-logs", type=Path, help="copy the node logs here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mtl-multinode-"))
+    haproxy = Path(tempfile.mkdtemp(prefix="haproxy-"))  # a short path: HAProxy's socket paths must be
     object_storage = ObjectStorage()
     cluster, times, results = LocalCluster(work, object_storage.env), {}, {}
     try:
@@ -164,7 +171,7 @@ def main() -> int:
         with timed("3. label the demo corpus", times):
             results["label"] = label_on_the_cluster(cluster, f"{BUCKET}/train/best", f"{BUCKET}/labels")
         with timed("4. serve deploy, a replica per node", times):
-            results["serve"] = serve_from_each_node(cluster, f"{BUCKET}/train/best", work)
+            results["serve"] = serve_from_each_node(cluster, f"{BUCKET}/train/best", work, haproxy)
     except Exception as error:  # report and tear down; the exit code says it failed
         print(f"FAILED: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
@@ -176,6 +183,7 @@ def main() -> int:
             shutil.copytree(work, args.keep_logs, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(
                 "sockets", "runtime_resources", "*.parquet", "*.safetensors", "*.pkl"))
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(haproxy, ignore_errors=True)
         for step, seconds in times.items():
             print(f"{step:<42} {seconds:7.1f}s")
     for step, result in results.items():
