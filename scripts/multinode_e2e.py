@@ -157,7 +157,7 @@ def main() -> int:
     parser.add_argument("--keep-logs", type=Path, help="copy the node logs here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mtl-multinode-"))
-    haproxy = Path(tempfile.mkdtemp(prefix="haproxy-"))  # a short path: HAProxy's socket paths must be
+    haproxy = Path(tempfile.mkdtemp(prefix="haproxy-"))  # short: HAProxy refuses long socket paths
     object_storage = ObjectStorage()
     cluster, times, results = LocalCluster(work, object_storage.env), {}, {}
     try:
