@@ -30,9 +30,9 @@ from label_throughput import real_sentences
 from quality import run
 
 from mtl import storage
-from mtl.cluster import connect
 from mtl.config import apply_override, load_config, validate_config
-from mtl.train.distillation import student_config
+from mtl.runtime.cluster import connect
+from mtl.train.teacher import student_config
 
 
 def students(config, teacher: str, output: str, corpus: str) -> dict:
@@ -68,7 +68,7 @@ def unlabeled_sentences(config, count: int) -> list[str]:
 
 
 def labeling_rate(model: str, corpus: Path, output: Path, backend: str) -> float:
-    from mtl.label_pipeline import LabelOptions, run_labeling
+    from mtl.labeling.pipeline import LabelOptions, run_labeling
 
     summary = run_labeling(LabelOptions(model=model, input=str(corpus), output=str(output), backend=backend))
     return summary.rows / summary.seconds
@@ -76,7 +76,7 @@ def labeling_rate(model: str, corpus: Path, output: Path, backend: str) -> float
 
 def exported_copy(model: str, folder: Path) -> str:
     """A copy of the local model folder ``model`` in ``folder``, with its ONNX export."""
-    from mtl.export import export_onnx
+    from mtl.inference.export import export_onnx
 
     shutil.copytree(model, folder)
     export_onnx(folder)

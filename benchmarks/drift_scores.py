@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from mtl.checkpoint import build_model, save_model_folder
 from mtl.config import DataSource, ModelConfig
 from mtl.data.readers import read_rows
-from mtl.drift import DriftWindow, reference_statistics
-from mtl.predict import Predictor
+from mtl.inference.model_folder import build_model, save_model_folder
+from mtl.inference.predictor import Predictor
+from mtl.inference.reference import reference_statistics
+from mtl.serving.drift import DriftWindow
 from mtl.tasks import TaskSpec
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -22,13 +22,13 @@ import json
 import time
 
 from mtl import storage
-from mtl.checkpoint import build_model
-from mtl.cluster import connect
 from mtl.config import EMBEDDING_METRICS, TaskConfig, load_config
 from mtl.data.readers import read_rows
-from mtl.predict import Predictor
-from mtl.train.evaluate import evaluate
+from mtl.inference.model_folder import build_model
+from mtl.inference.predictor import Predictor
+from mtl.runtime.cluster import connect
 from mtl.train.trainer import fit
+from mtl.train.validation import evaluate
 
 STS_TRAIN = "../shared/data/stsb/sts-train.csv"
 VARIANTS = ("without", "preserve", "sts", "sts_alone")

@@ -6,7 +6,7 @@ The corpus is real text from ../shared/data (SST-2 sentences, then CoNLL-2003 se
 reads Parquet, embeds, classifies, tags and writes Parquet; the baseline only embeds the same
 texts in memory with sentence-transformers at its best batch size, on every core.
 
-Ray starts first, set up as a job starts its own (``mtl.cluster.connect``: the nodes' settings of
+Ray starts first, set up as a job starts its own (``mtl.runtime.cluster.connect``: the nodes' settings of
 cluster.yaml), and stays up, idle, through both runs, as the cluster a job is submitted to would be:
 Ray's own start-up (its worker pool, dashboard and agents) is not charged to either run.
 The job's time does include starting its actors and loading the model in each; the baseline's
@@ -53,7 +53,7 @@ def encode_baseline(texts: list[str], max_length: int) -> tuple[float, int]:
     """Sentences/s of SentenceTransformer.encode on all the texts, at its best batch size."""
     from sentence_transformers import SentenceTransformer
 
-    from mtl.checkpoint import resolve_encoder
+    from mtl.inference.model_folder import resolve_encoder
 
     model = SentenceTransformer(resolve_encoder("all-MiniLM-L6-v2"), device="cpu")
     model.max_seq_length = max_length
@@ -77,7 +77,7 @@ def best_batch_rate(model, texts: list[str]) -> tuple[float, int]:
 
 def st_onnx_rows(python: str, texts: list[str], model_dir: Path, work: Path, max_length: int) -> dict:
     """Run benchmarks/st_onnx.py in its own environment; its rows, and its embeddings of our folder."""
-    from mtl.export import cpu_family
+    from mtl.inference.export import cpu_family
 
     (work / "texts.json").write_text(json.dumps(texts))
     preset = cpu_family() if cpu_family() != "generic" else "avx2"
@@ -91,8 +91,8 @@ def folder_agreement(model_dir: Path, texts: list[str], loaded: dict) -> dict[st
     """Lowest cosine between sentence-transformers' embeddings of our exported folder and ours."""
     import numpy as np
 
+    from mtl.inference.predictor import Predictor
     from mtl.metrics import row_cosines
-    from mtl.predict import Predictor
 
     lowest = {}
     for precision, embeddings in loaded.items():
@@ -120,11 +120,11 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mtl.checkpoint import build_model, save_model_folder
-    from mtl.cluster import connect
     from mtl.config import ModelConfig
-    from mtl.export import export_onnx
-    from mtl.label_pipeline import LabelOptions, run_labeling
+    from mtl.inference.export import export_onnx
+    from mtl.inference.model_folder import build_model, save_model_folder
+    from mtl.labeling.pipeline import LabelOptions, run_labeling
+    from mtl.runtime.cluster import connect
     from mtl.tasks import TaskSpec
 
     specs = [TaskSpec("sentiment", "classification", ("0", "1")),

@@ -23,11 +23,11 @@ import torch
 from mtl import storage
 from mtl.config import load_config
 from mtl.data.readers import read_rows
-from mtl.export import export_onnx
+from mtl.inference.export import export_onnx
+from mtl.inference.onnx_backend import EXPORT_FILE
+from mtl.inference.predictor import Predictor
 from mtl.metrics import row_cosines
-from mtl.onnx_backend import EXPORT_FILE
-from mtl.predict import Predictor
-from mtl.train.evaluate import evaluate
+from mtl.train.validation import evaluate
 
 VARIANTS = [("torch", "float32"), ("torch", "bfloat16"), ("onnx", "float32"), ("onnx", "int8")]
 

@@ -17,8 +17,8 @@ import argparse
 import json
 
 from mtl import storage
-from mtl.cluster import connect
 from mtl.config import Augmentation, Config, load_config
+from mtl.runtime.cluster import connect
 from mtl.train.trainer import fit
 
 ALL_TASKS = {"mixing": "all_tasks"}

@@ -49,7 +49,7 @@ def baseline_app(port: int) -> None:
     from pydantic import BaseModel
     from sentence_transformers import SentenceTransformer
 
-    from mtl.checkpoint import resolve_encoder
+    from mtl.inference.model_folder import resolve_encoder
 
     model = SentenceTransformer(resolve_encoder("all-MiniLM-L6-v2"), device="cpu")
     app = FastAPI()
@@ -169,7 +169,7 @@ def endpoint_config(model: Path, port: int, folder: Path, tuning: dict, mode: st
 def mode_environment(mode: str, folder: Path) -> dict[str, str]:
     """What the `serve run` process gets besides the machine's environment: HAProxy's files go to
     ``folder`` rather than /tmp/haproxy-serve, so that the run cleans up after itself."""
-    from mtl.serve import haproxy_file_locations
+    from mtl.serving.deployments import haproxy_file_locations
 
     (folder / "haproxy").mkdir(exist_ok=True)
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -238,16 +238,16 @@ def main() -> None:
 
 
 def export_if_missing(model: Path) -> None:
-    from mtl.export import export_onnx
-    from mtl.onnx_backend import EXPORT_FILE
+    from mtl.inference.export import export_onnx
+    from mtl.inference.onnx_backend import EXPORT_FILE
 
     if not (model / EXPORT_FILE).is_file():
         export_onnx(model)
 
 
 def fresh_model(folder: Path) -> Path:
-    from mtl.checkpoint import build_model, save_model_folder
     from mtl.config import ModelConfig
+    from mtl.inference.model_folder import build_model, save_model_folder
     from mtl.tasks import TaskSpec
 
     specs = [TaskSpec("sentiment", "classification", ("0", "1")),

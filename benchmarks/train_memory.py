@@ -44,7 +44,7 @@ def tiny_encoder(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from mtl.checkpoint import resolve_encoder
+    from mtl.inference.model_folder import resolve_encoder
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("all-MiniLM-L6-v2"))

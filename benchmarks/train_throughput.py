@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from mtl.checkpoint import build_model, resolve_encoder
 from mtl.config import load_config
 from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
+from mtl.inference.model_folder import build_model, resolve_encoder
 from mtl.train.optim import build_optimizer, build_scheduler, parameter_groups
 from mtl.train.weighting import LossWeighting
 

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def distill_config(args: argparse.Namespace) -> Config:
     """The config with the student and ``distill:`` set; ``--set distill.*`` overrides apply to a
     config without a ``distill:`` section too (the teacher, quoted, is set before them)."""
-    from mtl.train.distillation import student_config
+    from mtl.train.teacher import student_config
 
     config = load_config(args.config, [f"distill.teacher={json.dumps(args.teacher)}", *args.overrides])
     return student_config(config, args.teacher, student=args.student, keep_layers=args.keep_layers,
@@ -59,7 +59,7 @@ def distill_config(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from mtl.cluster import connect
+        from mtl.runtime.cluster import connect
         from mtl.train.trainer import fit
 
         config = distill_config(args)

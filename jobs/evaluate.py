@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides) if args.config else None
         if args.cv:
             return _cross_validate(config, args)
-        from mtl.registry import resolve_model
+        from mtl.lifecycle.registry import resolve_model
 
         args.model = resolve_model(args.model)
         specs = run.model_task_specs(args.model)
@@ -80,21 +80,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scorer(args: argparse.Namespace):
     if args.actors:
-        from mtl.cluster import connect
         from mtl.evaluation.distributed import ray_scorer
+        from mtl.runtime.cluster import connect
 
         connect(verbose=True)
         return ray_scorer(args.model, actors=args.actors, backend=args.backend, precision=args.precision)
     from mtl.evaluation.run import local_scorer
-    from mtl.predict import Predictor
+    from mtl.inference.predictor import Predictor
 
     return local_scorer(Predictor.from_folder(args.model, backend=args.backend, precision=args.precision))
 
 
 def _cross_validate(config, args: argparse.Namespace) -> int:
     from mtl import storage
-    from mtl.cluster import connect
-    from mtl.evaluation.cross_validation import cross_validate, cross_validation_table
+    from mtl.runtime.cluster import connect
+    from mtl.train.cross_validation import cross_validate, cross_validation_table
 
     connect(verbose=True)
     summary = cross_validate(config, folds=args.cv, output=args.output)

@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mtl.export import export_onnx
+    from mtl.inference.export import export_onnx
 
     sample = None
     if args.sample:

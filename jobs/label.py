@@ -71,9 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mtl.cluster import connect
-    from mtl.label_pipeline import LabelOptions, run_labeling
-    from mtl.registry import resolve_model
+    from mtl.labeling.pipeline import LabelOptions, run_labeling
+    from mtl.lifecycle.registry import resolve_model
+    from mtl.runtime.cluster import connect
 
     try:
         model = resolve_model(args.model)

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mtl import registry
+    from mtl.lifecycle import registry
 
     try:
         if args.command == "list":
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _promote_if_better(args: argparse.Namespace) -> int:
     from mtl.config import load_config
-    from mtl.promotion import comparison_table, promote_if_better
+    from mtl.lifecycle.promotion import comparison_table, promote_if_better
 
     decision = promote_if_better(args.name, args.version, load_config(args.config), reason=args.reason,
                                  resamples=args.resamples, uri=args.tracking_uri)

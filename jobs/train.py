@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = [*args.overrides, *([f"model.init_from={args.init_from}"] if args.init_from else [])]
         config = load_config(args.config, overrides)
-        from mtl.cluster import connect
+        from mtl.runtime.cluster import connect
         from mtl.train.trainer import fit
 
         connect(args.verbose)

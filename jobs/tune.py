@@ -30,8 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from mtl.cluster import connect
-        from mtl.tuning import sweep
+        from mtl.runtime.cluster import connect
+        from mtl.train.tuning import sweep
 
         connect(args.verbose)
         result = sweep(args.config, args.space, args.overrides, args.output)

@@ -226,7 +226,7 @@ class TrainConfig(_Frozen):
     max_failures: int = Field(default=2, ge=-1)
     log_every_steps: int = Field(default=20, ge=1)
     # held-out texts the best model answers once more at the end, to store the reference statistics
-    # that an endpoint's drift scores compare with (mtl.monitoring); 0 stores none
+    # that an endpoint's drift scores compare with (mtl.serving.monitoring); 0 stores none
     reference_texts: int = Field(default=1000, ge=0)
     # where Ray Train keeps checkpoints (default <output>/ray): a local path or a URI (s3://, gs://)
     storage_path: str | None = None

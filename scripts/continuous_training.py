@@ -19,9 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtl import registry  # noqa: E402
 from mtl.config import load_config  # noqa: E402
-from mtl.promotion import comparison_table, promote_if_better  # noqa: E402
+from mtl.lifecycle import registry  # noqa: E402
+from mtl.lifecycle.promotion import comparison_table, promote_if_better  # noqa: E402
 
 MODEL_NAME = "demo-continuous"
 

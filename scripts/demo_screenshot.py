@@ -17,8 +17,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from mtl.predict import Predictor
-from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.inference.predictor import Predictor
+from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
 
 SENTENCES = ["Sam Taylor will never fly Hooli to Lima again, it was broken.",
              "What a friendly evening in Cape Town with Olga Petrova!"]

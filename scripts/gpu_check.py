@@ -25,9 +25,9 @@ import ray
 import torch
 
 from mtl.config import load_config
-from mtl.label_pipeline import LabelOptions, cluster_plan, run_labeling
+from mtl.inference.predictor import Predictor
+from mtl.labeling.pipeline import LabelOptions, cluster_plan, run_labeling
 from mtl.metrics import row_cosines
-from mtl.predict import Predictor
 from mtl.train.trainer import RUN_NAME, fit
 
 CONFIG = "jobs/configs/conll_sst2.yaml"

@@ -49,7 +49,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from mtl.checkpoint import resolve_encoder
+    from mtl.inference.model_folder import resolve_encoder
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("all-MiniLM-L6-v2"))
@@ -77,8 +77,8 @@ def tiny_bundle(tiny_encoder_dir, demo_specs):
     """A fresh multi-task model on the tiny encoder (new per test, so tests may train or freeze it)."""
     import torch
 
-    from mtl.checkpoint import build_model
     from mtl.config import ModelConfig
+    from mtl.inference.model_folder import build_model
 
     torch.manual_seed(0)
     return build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=64), demo_specs)
@@ -89,8 +89,8 @@ def tiny_model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs) -> Path:
     """A saved model folder of the tiny encoder with the demo heads (max length 16), shared read-only."""
     import torch
 
-    from mtl.checkpoint import build_model, save_model_folder
     from mtl.config import ModelConfig
+    from mtl.inference.model_folder import build_model, save_model_folder
 
     torch.manual_seed(0)
     bundle = build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=16), demo_specs)
@@ -211,7 +211,7 @@ def hermetic_serve_config():
     /tmp/haproxy-serve (the folder is short, as HAProxy's socket paths must be), and an HTTP replica
     being stopped drains for 2 s rather than high-throughput mode's 30 s, so that `serve.shutdown()`
     ends within its 30 s and the next module starts a Serve of its own."""
-    from mtl.serve import haproxy_file_locations
+    from mtl.serving.deployments import haproxy_file_locations
 
     folder = tempfile.mkdtemp(prefix="haproxy-")
 

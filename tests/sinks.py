@@ -1,4 +1,4 @@
-"""A metrics sink for tests of the endpoint without Ray: it records what ``mtl.serve_metrics`` would count."""
+"""A metrics sink for tests of the endpoint without Ray: it records what ``mtl.serving.metrics`` would count."""
 
 
 class RecordingSink:

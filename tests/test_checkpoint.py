@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from mtl.checkpoint import (
+from mtl.errors import ModelFolderError
+from mtl.inference.model_folder import (
     HEADS_FILE,
     SPEC_FILE,
     EncoderShape,
@@ -15,8 +16,7 @@ from mtl.checkpoint import (
     load_model_folder,
     save_model_folder,
 )
-from mtl.errors import ModelFolderError
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 
 TEXTS = ["Alice Martin flew to Paris with Acme Corp.", "terrible service", "ok"]
 
@@ -82,8 +82,8 @@ def test_newer_format_version_is_refused(tiny_bundle, tmp_path):
 def test_an_encoder_on_object_storage_trains_from_this_nodes_copy_fetched_once_per_version(
         bucket, tiny_encoder_dir, demo_specs, tmp_path, monkeypatch):
     from mtl import storage
-    from mtl.checkpoint import build_model, resolve_encoder
     from mtl.config import ModelConfig
+    from mtl.inference.model_folder import build_model, resolve_encoder
 
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))  # a cache of its own: the session's is counted
     uri = f"{bucket}/encoders/tiny"

@@ -10,8 +10,8 @@ import yaml
 from conftest import REPO
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from mtl.cluster import NODE_ENVIRONMENT
-from mtl.serve import HIGH_THROUGHPUT_ENVIRONMENT
+from mtl.runtime.cluster import NODE_ENVIRONMENT
+from mtl.serving.deployments import HIGH_THROUGHPUT_ENVIRONMENT
 
 
 def load(name: str) -> dict:

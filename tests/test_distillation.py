@@ -9,15 +9,15 @@ import pytest
 import torch
 from train_configs import demo_config, demo_texts
 
-from mtl.checkpoint import load_model_folder
 from mtl.config import Distillation, validate_config
 from mtl.errors import ConfigError
-from mtl.model.distillation import IGNORED, embedding_distance, layer_distance, soft_target_loss, teacher_layers
+from mtl.inference.model_folder import load_model_folder
+from mtl.inference.predictor import Predictor
+from mtl.model.distillation_losses import IGNORED, embedding_distance, layer_distance, soft_target_loss, teacher_layers
 from mtl.model.freezing import encoder_layers
-from mtl.predict import Predictor
-from mtl.train.distillation import TEACHER_LAYERS, load_teacher, resolve_teacher, student_config, teacher_specs
-from mtl.train.loop import TrainingModule
+from mtl.train.teacher import TEACHER_LAYERS, load_teacher, resolve_teacher, student_config, teacher_specs
 from mtl.train.weighting import LossWeighting
+from mtl.train.worker import TrainingModule
 
 
 def kl(teacher: list[float], student: list[float]) -> float:
@@ -144,7 +144,7 @@ def tiny_student(folder, layers: int):
     a student that starts far from the teacher."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from mtl.checkpoint import resolve_encoder
+    from mtl.inference.model_folder import resolve_encoder
 
     torch.manual_seed(1)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("all-MiniLM-L6-v2"))
@@ -163,7 +163,7 @@ def other_tiny_encoder(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_student_learns_to_answer_as_its_teacher(ray_local, tiny_model_dir, other_tiny_encoder, tmp_path):
-    from mtl.checkpoint import build_model
+    from mtl.inference.model_folder import build_model
     from mtl.train.trainer import fit
 
     raw = demo_config("unused", str(tmp_path / "run"), epochs=3, learning_rate=3e-3, eval_every_steps=4)

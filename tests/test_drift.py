@@ -10,17 +10,9 @@ from conftest import shared_data
 
 from mtl.config import DataSource
 from mtl.data.readers import read_rows
-from mtl.drift import (
-    NO_ENTITY,
-    DriftThresholds,
-    DriftWindow,
-    Reference,
-    population_stability_index,
-    read_reference,
-    reference_statistics,
-    write_reference,
-)
-from mtl.predict import Entity, Label, Prediction, Predictor
+from mtl.inference.predictor import Entity, Label, Prediction, Predictor
+from mtl.inference.reference import NO_ENTITY, Reference, read_reference, reference_statistics, write_reference
+from mtl.serving.drift import DriftThresholds, DriftWindow, population_stability_index
 
 
 def test_psi_is_zero_for_equal_shares_and_matches_the_formula_by_hand():
@@ -94,8 +86,8 @@ def test_news_keeps_drift_low_and_tweets_drive_it_past_the_threshold(tmp_path, d
     """The reference is CoNLL-2003 validation (Reuters news) as the real encoder embeds it."""
     import torch
 
-    from mtl.checkpoint import build_model, save_model_folder
     from mtl.config import ModelConfig
+    from mtl.inference.model_folder import build_model, save_model_folder
 
     news = _conll_texts(shared_data("conll2003/valid.txt"))
     other_news = _conll_texts(shared_data("conll2003/train.txt"))

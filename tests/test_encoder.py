@@ -33,9 +33,9 @@ def test_default_encoder_matches_sentence_transformers():
     """Mean-pooled, normalized MiniLM embeddings agree with sentence-transformers on the same folder."""
     from sentence_transformers import SentenceTransformer
 
-    from mtl.checkpoint import build_model, resolve_encoder
     from mtl.config import ModelConfig
-    from mtl.predict import Predictor
+    from mtl.inference.model_folder import build_model, resolve_encoder
+    from mtl.inference.predictor import Predictor
 
     texts = ["The cat sits on the mat.", "Ray Serve batches requests across replicas.",
              "Ünïcödé and emoji 🚀 work too", "a " * 300]

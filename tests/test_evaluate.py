@@ -4,8 +4,8 @@ from conftest import DEMO
 
 from mtl.config import DataSource
 from mtl.data.readers import read_rows
-from mtl.predict import Predictor
-from mtl.train.evaluate import add_counts, evaluate, evaluation_counts, reports_from_counts
+from mtl.inference.predictor import Predictor
+from mtl.train.validation import add_counts, evaluate, evaluation_counts, reports_from_counts
 
 
 def test_two_shares_score_exactly_what_one_evaluation_of_everything_scores(tiny_bundle):

@@ -27,7 +27,7 @@ from mtl.evaluation.run import (
     update_model_card,
 )
 from mtl.evaluation.scoring import task_metrics
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 from mtl.tasks import TaskSpec, bio_spans
 
 SENTIMENT = DataSource(path=str(DEMO / "eval.jsonl"), label_column="sentiment")

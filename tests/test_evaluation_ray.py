@@ -8,7 +8,7 @@ from train_configs import demo_config
 
 from jobs import evaluate as evaluate_job
 from mtl.evaluation.run import EvaluationOptions, evaluate_sets, local_scorer, model_task_specs, read_eval_set
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 from tests.test_evaluation import NER, SENTIMENT
 
 
@@ -56,7 +56,7 @@ def _flat(value, path: str = "") -> dict:
 def test_cross_validation_trains_each_fold_and_scores_it_on_the_rows_it_did_not_see(ray_local, tiny_encoder_dir,
                                                                                    tmp_path):
     from mtl.config import validate_config
-    from mtl.evaluation.cross_validation import cross_validate, fold_rows
+    from mtl.train.cross_validation import cross_validate, fold_rows
 
     config = validate_config(demo_config(str(tiny_encoder_dir), str(tmp_path / "cv"), epochs=1,
                                          max_examples_per_task=40))

@@ -11,12 +11,12 @@ import onnx
 import pytest
 import torch
 
-import mtl.export
-from mtl.checkpoint import load_model_folder, save_model_folder
+import mtl.inference.export
 from mtl.errors import ModelFolderError
-from mtl.export import cpu_family, export_onnx
+from mtl.inference.export import cpu_family, export_onnx
+from mtl.inference.model_folder import load_model_folder, save_model_folder
+from mtl.inference.predictor import DEFAULT_BATCH_SIZES, Predictor
 from mtl.metrics import row_cosines
-from mtl.predict import DEFAULT_BATCH_SIZES, Predictor
 
 TEXTS = ["Alice Martin flew to Paris.", "terrible service at Hooli", "ok",
          "Dana Lee works at Hooli in Seoul and loves it there"]
@@ -41,7 +41,7 @@ def test_the_export_is_laid_out_and_described_in_the_folder(exported_dir):
         sorted(["export.json", "model.onnx", f"model_qint8_{cpu_family()}.onnx"])
     assert description["outputs"] == ["sentence_embedding", "sentiment", "ner", "last_hidden_state"]
     assert description["quantization"]["cpu"] == cpu_family()
-    assert description["check"]["float32_max_difference"] <= mtl.export.FLOAT32_TOLERANCE
+    assert description["check"]["float32_max_difference"] <= mtl.inference.export.FLOAT32_TOLERANCE
 
 
 def test_the_onnx_backend_gives_the_answers_of_the_torch_backend(exported_dir):
@@ -93,7 +93,8 @@ def test_int8_embeddings_stay_close_to_float32(exported_dir):
     int8 = Predictor.from_folder(exported_dir, backend="onnx", precision="int8").predict(TEXTS)
     got, want = np.stack([p.embedding for p in int8]), np.stack([p.embedding for p in float32])
     similarity = row_cosines(got, want)
-    assert similarity.mean() >= mtl.export.INT8_MIN_MEAN_COSINE and similarity.min() >= mtl.export.INT8_MIN_COSINE
+    assert similarity.mean() >= mtl.inference.export.INT8_MIN_MEAN_COSINE
+    assert similarity.min() >= mtl.inference.export.INT8_MIN_COSINE
     assert np.abs(got - want).max() > 1e-6, "the int8 model should not be the float32 one"
     quantized = onnx.load(str(exported_dir / "onnx" / f"model_qint8_{cpu_family()}.onnx"))
     assert {node.op_type for node in quantized.graph.node} >= {"DynamicQuantizeLinear", "MatMulInteger"}
@@ -133,7 +134,7 @@ def test_an_export_of_an_earlier_version_of_the_model_is_refused(exported_dir, t
 def test_an_export_beyond_tolerance_fails_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    monkeypatch.setattr(mtl.export, "FLOAT32_TOLERANCE", 0.0)
+    monkeypatch.setattr(mtl.inference.export, "FLOAT32_TOLERANCE", 0.0)
     with pytest.raises(RuntimeError, match=r"differs from PyTorch by .* nothing was written"):
         export_onnx(folder)
     assert not (folder / "onnx").exists()
@@ -161,15 +162,15 @@ def test_a_model_folder_on_object_storage_is_exported_in_place_and_served_from_i
     answers = Predictor.from_folder(uri, backend="onnx", precision="int8").predict(TEXTS)
     similarity = row_cosines(np.stack([p.embedding for p in answers]),
                          np.stack([p.embedding for p in before.predict(TEXTS)]))
-    assert similarity.min() >= mtl.export.INT8_MIN_COSINE
+    assert similarity.min() >= mtl.inference.export.INT8_MIN_COSINE
     assert len(list((tmp_path / "cache" / "models").iterdir())) == 2, "the export is a new version to fetch"
 
 
 def test_the_label_job_runs_the_backend_it_is_given_and_checks_the_export_first(exported_dir, tiny_model_dir):
     import pyarrow as pa
 
-    from mtl.label import BatchLabeler
-    from mtl.label_pipeline import LabelOptions, check_options
+    from mtl.labeling.columns import BatchLabeler
+    from mtl.labeling.pipeline import LabelOptions, check_options
 
     table = pa.table({"text": TEXTS})
     arguments = {"text_column": "text", "tokens_column": None, "tasks": None}
@@ -177,14 +178,14 @@ def test_the_label_job_runs_the_backend_it_is_given_and_checks_the_export_first(
     int8 = BatchLabeler(model=str(exported_dir), backend="onnx", precision="int8", **arguments)(table)
     assert int8.column_names == float32.column_names
     similarity = row_cosines(np.array(int8["embedding"].to_pylist()), np.array(float32["embedding"].to_pylist()))
-    assert similarity.min() >= mtl.export.INT8_MIN_COSINE
+    assert similarity.min() >= mtl.inference.export.INT8_MIN_COSINE
     options = LabelOptions(model=str(tiny_model_dir), input="in.txt", output="out", backend="onnx", precision="int8")
     with pytest.raises(ModelFolderError, match="make one with: python -m jobs.export"):
         check_options(options)
 
 
 def test_the_endpoint_refuses_at_deploy_time_a_backend_its_model_folder_cannot_run(tiny_model_dir, exported_dir):
-    from mtl.serve import build_app
+    from mtl.serving.deployments import build_app
 
     with pytest.raises(ModelFolderError, match="make one with: python -m jobs.export"):
         build_app({"model": str(tiny_model_dir), "backend": "onnx", "precision": "int8"})
@@ -218,7 +219,7 @@ def demo_model(ray_local, tmp_path_factory):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_demo_model_in_int8_scores_as_in_float32_and_embeds_alike(demo_model):
-    from mtl.train.evaluate import evaluate
+    from mtl.train.validation import evaluate
 
     folder, eval_rows = demo_model
     float32 = Predictor.from_folder(folder)
@@ -232,7 +233,7 @@ def test_the_demo_model_in_int8_scores_as_in_float32_and_embeds_alike(demo_model
     texts = [row["text"] for row in eval_rows["sentiment"]]
     similarity = row_cosines(np.stack([p.embedding for p in int8.predict(texts)]),
                          np.stack([p.embedding for p in float32.predict(texts)]))
-    assert similarity.mean() >= 0.98 and similarity.min() >= mtl.export.INT8_MIN_COSINE
+    assert similarity.mean() >= 0.98 and similarity.min() >= mtl.inference.export.INT8_MIN_COSINE
 
 
 def test_the_onnx_backend_labels_and_answers_without_torch_or_transformers(exported_dir):
@@ -242,12 +243,12 @@ def test_the_onnx_backend_labels_and_answers_without_torch_or_transformers(expor
     script = f"""
 import sys
 import pyarrow as pa
-import mtl.serve
-from mtl.inspection import NotInspectable, inspect_text
-from mtl.checkpoint import embedding_dimension
-from mtl.label import BatchLabeler
-from mtl.predict import Predictor
-from mtl.service import model_info
+import mtl.serving.deployments
+from mtl.serving.inspection import NotInspectable, inspect_text
+from mtl.inference.model_folder import embedding_dimension
+from mtl.labeling.columns import BatchLabeler
+from mtl.inference.predictor import Predictor
+from mtl.serving.api import model_info
 labeler = BatchLabeler(model={str(exported_dir)!r}, text_column="text", tokens_column=None, tasks=None,
                        threads=1, backend="onnx", precision="int8")
 table = labeler(pa.table({{"text": ["Alice Martin flew to Paris.", ""]}}))

@@ -11,18 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import dictionary_encoded_columns
 
-from mtl.checkpoint import save_model_folder
-from mtl.corpus import estimate_row_bytes, expand_input, input_format
-from mtl.label import PARQUET_OPTIONS, BatchLabeler, output_columns
-from mtl.label_pipeline import LabelOptions, batch_rows, check_output_reachable, plan_actors
+from mtl.inference.model_folder import save_model_folder
+from mtl.labeling.columns import PARQUET_OPTIONS, BatchLabeler, output_columns
+from mtl.labeling.corpus import estimate_row_bytes, expand_input, input_format
+from mtl.labeling.pipeline import LabelOptions, batch_rows, check_output_reachable, plan_actors
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_encoder_dir, demo_specs):
     import torch
 
-    from mtl.checkpoint import build_model
     from mtl.config import ModelConfig
+    from mtl.inference.model_folder import build_model
 
     torch.manual_seed(0)
     bundle = build_model(ModelConfig(encoder=str(tiny_encoder_dir), max_length=16), demo_specs)

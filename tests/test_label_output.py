@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mtl import storage
-from mtl.label_output import (
+from mtl.labeling.output_folder import (
     SUCCESS,
     begin_run,
     checkpoint_path,

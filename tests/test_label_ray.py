@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import OBJECT_STORE_BYTES, dictionary_encoded_columns
 
-from mtl.checkpoint import build_model, save_model_folder
 from mtl.config import ModelConfig
-from mtl.label_output import STAGING
-from mtl.label_pipeline import LabelOptions, run_labeling
-from mtl.predict import Predictor
+from mtl.inference.model_folder import build_model, save_model_folder
+from mtl.inference.predictor import Predictor
+from mtl.labeling.output_folder import STAGING
+from mtl.labeling.pipeline import LabelOptions, run_labeling
 
 pytestmark = pytest.mark.ray
 

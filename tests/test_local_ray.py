@@ -1,4 +1,4 @@
-"""A job that finds no cluster starts a local Ray set up as a cluster's nodes are (mtl.cluster)."""
+"""A job that finds no cluster starts a local Ray set up as a cluster's nodes are (mtl.runtime.cluster)."""
 
 import os
 import subprocess
@@ -18,7 +18,7 @@ import time
 
 import ray
 
-from mtl.cluster import connect
+from mtl.runtime.cluster import connect
 
 connect()
 

@@ -11,10 +11,10 @@ import torch
 from fastapi.testclient import TestClient
 from sinks import RecordingSink
 
-from mtl.drift import read_reference, store_reference
-from mtl.inspection import inspect_text
-from mtl.predict import Predictor
-from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.inference.predictor import Predictor
+from mtl.inference.reference import read_reference, store_reference
+from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.serving.inspection import inspect_text
 
 SHORT_NEWS = ["Bob flew to Paris.", "Acme Corp hired Ann.", "Rain in Oslo today.", "Sam met Kim in Rome."]
 
@@ -103,7 +103,7 @@ def test_drift_is_scored_against_the_reference_and_warned_of_once_past_the_thres
     assert calm["scores"]["length"] == pytest.approx(0, abs=1e-6)
     assert calm["scores"]["embedding"] == pytest.approx(0, abs=1e-5)
     long_texts = [f"{'A much longer text than any the reference held, ' * 3}number {index}." for index in range(50)]
-    with caplog.at_level(logging.WARNING, logger="mtl.serve"):
+    with caplog.at_level(logging.WARNING, logger="mtl.serving.deployments"):
         for start in range(0, 50, 10):
             client.post("/v1/embed", json={"texts": long_texts[start:start + 10]})
     drifted = client.get("/v1/drift").json()["variants"][0]

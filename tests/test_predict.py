@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl.predict import CALL_COST_IN_TOKENS, Predictor, cheapest_split
+from mtl.inference.predictor import CALL_COST_IN_TOKENS, Predictor, cheapest_split
 
 
 @pytest.fixture

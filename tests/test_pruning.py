@@ -4,7 +4,7 @@ loads as a plain model folder that answers as it did."""
 import pytest
 import torch
 
-from mtl.checkpoint import load_model_folder, save_model_folder
+from mtl.inference.model_folder import load_model_folder, save_model_folder
 from mtl.model.freezing import encoder_layers
 from mtl.model.pruning import kept_layers, prune_layers
 

@@ -11,12 +11,12 @@ from safetensors.torch import load_file, save_file
 from train_configs import demo_config
 
 from jobs import registry as registry_job
-from mtl import registry
-from mtl.checkpoint import HEADS_FILE, model_version
 from mtl.config import ModelConfig, validate_config
 from mtl.errors import DataError, ModelFolderError
-from mtl.predict import Predictor
-from mtl.promotion import promote_if_better
+from mtl.inference.model_folder import HEADS_FILE, model_version
+from mtl.inference.predictor import Predictor
+from mtl.lifecycle import registry
+from mtl.lifecycle.promotion import promote_if_better
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import inherited_specs, initial_bundle
 
@@ -130,7 +130,7 @@ def test_continuing_starts_from_the_models_encoder_and_shared_heads(tiny_model_d
     assert specs[0] == demo_specs[0]   # the head's own label order, though the new data lacks a label
     settings = ModelConfig(encoder="unused", max_length=16, init_from=str(tiny_model_dir))
     original = Predictor.from_folder(tiny_model_dir, pack_for_cpu=False).model
-    from mtl.checkpoint import build_featurizer
+    from mtl.inference.model_folder import build_featurizer
 
     bundle = initial_bundle(settings, specs, build_featurizer(ModelConfig(encoder=str(tiny_model_dir))))
     for name, tensor in original.encoder.state_dict().items():

@@ -69,7 +69,7 @@ def s3_model(tiny_model_dir, s3_server, tmp_path_factory) -> str:
     import boto3
 
     from mtl import storage
-    from mtl.drift import store_reference
+    from mtl.inference.reference import store_reference
 
     folder = tmp_path_factory.mktemp("watched") / "model"
     shutil.copytree(tiny_model_dir, folder)
@@ -82,8 +82,8 @@ def s3_model(tiny_model_dir, s3_server, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def registered_model(tiny_model_dir) -> str:
     """The tiny model registered in the session's MLflow store and promoted to production."""
-    from mtl import registry
-    from mtl.checkpoint import model_version
+    from mtl.inference.model_folder import model_version
+    from mtl.lifecycle import registry
 
     version = registry.register("served", source=str(tiny_model_dir), run_id=None,
                                 model_version=model_version(tiny_model_dir)).version
@@ -204,7 +204,7 @@ def test_the_demo_page_inspection_and_drift_run_through_serve_and_every_metric_r
 
 
 def test_the_model_on_s3_is_served_from_one_cached_copy_per_node(endpoint, tiny_model_dir, model_cache):
-    from mtl.checkpoint import model_version
+    from mtl.inference.model_folder import model_version
 
     served = requests.get(f"{endpoint}/v1/model", timeout=10).json()
     assert served["version"] == model_version(tiny_model_dir)

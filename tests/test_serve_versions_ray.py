@@ -16,8 +16,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from test_serve_ray import REPO, SERVE_CLI, free_port, wait_until
 
-from mtl import registry
-from mtl.checkpoint import HEADS_FILE, model_version
+from mtl.inference.model_folder import HEADS_FILE, model_version
+from mtl.lifecycle import registry
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

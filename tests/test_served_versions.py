@@ -8,12 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sinks import RecordingSink
 
-from mtl import registry
-from mtl.checkpoint import HEADS_FILE, model_version
-from mtl.predict import Predictor
-from mtl.served_model import ServedModel
-from mtl.service import Loaded, PredictorBackend, Router, Variant, create_api, model_info
-from mtl.service_schema import ServiceSettings, VariantSettings
+from mtl.inference.model_folder import HEADS_FILE, model_version
+from mtl.inference.predictor import Predictor
+from mtl.lifecycle import registry
+from mtl.serving.api import Loaded, PredictorBackend, Router, Variant, create_api, model_info
+from mtl.serving.schema import ServiceSettings, VariantSettings
+from mtl.serving.served_model import ServedModel
 
 
 def _variant(name: str, weight: float, folder) -> Variant:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mtl.predict import Predictor
-from mtl.service import (
+from mtl.inference.predictor import Predictor
+from mtl.serving.api import (
     AnswerCache,
     PredictorBackend,
     ServiceSettings,

@@ -12,8 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from mtl.predict import Predictor
-from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.inference.predictor import Predictor
+from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
 
 CASES_PER_OPERATION = 40
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mtl.checkpoint import build_model
 from mtl.config import ModelConfig, TrainConfig
+from mtl.inference.model_folder import build_model
 from mtl.train.optim import build_optimizer, build_scheduler, parameter_groups
 from mtl.train.state import RunState, TrainState
 from mtl.train.weighting import LossWeighting
@@ -79,7 +79,7 @@ def test_a_checkpoint_from_before_a_progress_field_existed_loads_with_its_defaul
 
 def test_the_reported_device_says_where_and_in_what_arithmetic_rank_0_trained(monkeypatch):
     """What jobs.train prints and metrics.json keeps; the real H200 string is in docs/benchmarks.md."""
-    from mtl.train.loop import _device_description
+    from mtl.train.worker import _device_description
 
     assert _device_description(torch.device("cpu"), "auto") == "cpu, float32"
     assert _device_description(torch.device("cpu"), "bf16") == "cpu, bf16 autocast"

@@ -15,13 +15,13 @@ from conftest import DEMO, s3_keys
 from train_configs import demo_config, write_pairs
 
 from mtl import storage
-from mtl.checkpoint import load_model_folder
 from mtl.config import EMBEDDING_METRICS, validate_config
 from mtl.data.readers import read_rows
-from mtl.drift import read_reference, reference_statistics, reference_texts
-from mtl.predict import Predictor
-from mtl.train.evaluate import evaluate
+from mtl.inference.model_folder import load_model_folder
+from mtl.inference.predictor import Predictor
+from mtl.inference.reference import read_reference, reference_statistics, reference_texts
 from mtl.train.trainer import fit
+from mtl.train.validation import evaluate
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from train_configs import demo_config
 
 from mtl.config import load_config
 from mtl.errors import ConfigError
-from mtl.tuning import Distribution, concurrent_trials, config_with, load_space, sweep
+from mtl.train.tuning import Distribution, concurrent_trials, config_with, load_space, sweep
 
 
 def write(path: Path, content: dict) -> Path:

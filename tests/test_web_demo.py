@@ -16,9 +16,9 @@ import requests
 from conftest import free_port
 from safetensors.torch import load_file, save_file
 
-from mtl.checkpoint import HEADS_FILE
-from mtl.predict import Predictor
-from mtl.service import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.inference.model_folder import HEADS_FILE
+from mtl.inference.predictor import Predictor
+from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),

@@ -2,5 +2,5 @@
 error analysis, robustness to perturbed input, k-fold cross-validation, and the report files.
 
 ``outcomes`` is the one place that turns the Predictor's answers into what evaluation scores; the
-evaluation during training (``mtl.train.evaluate``) sums the same outcomes into counts.
+evaluation during training (``mtl.train.validation``) sums the same outcomes into counts.
 """

@@ -16,7 +16,7 @@ from ray.data import ActorPoolStrategy
 
 from mtl.evaluation.outcomes import predict_outcomes
 from mtl.evaluation.run import Request, Scorer
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 
 
 class _OutcomeActor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mtl.errors import DataError
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 from mtl.tasks import TaskKind
 
 

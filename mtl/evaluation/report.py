@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from mtl import storage
+from mtl.evaluation.plots import plot_class_scores, plot_confusion_matrices, plot_robustness
 from mtl.metrics import HEADLINE_METRICS, evaluation_reports
-from mtl.train.report import plot_confusion_matrices, plt, save_figure
 
 
 def write_report(report: dict, output: str) -> list[str]:
@@ -20,7 +20,7 @@ def write_report(report: dict, output: str) -> list[str]:
         (local / "report.md").write_text(markdown_report(report))
         reports = evaluation_reports(report)
         files = [local / "report.json", local / "report.md", *plot_confusion_matrices(local, report),
-                 *_plot_class_scores(local, reports), *_plot_robustness(local, reports)]
+                 *plot_class_scores(local, reports), *plot_robustness(local, reports)]
         published = []
         for file in files:
             published.append(storage.join(output, file.name))
@@ -107,45 +107,3 @@ def _cell(text: str) -> str:
     """Text for a Markdown table cell: no pipes or line breaks, at most 120 characters."""
     text = " ".join(text.replace("|", "\\|").split())
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _plot_class_scores(output: Path, reports: dict[str, dict]) -> list[Path]:
-    """Per task with classes or entity types: F1 per label with its interval as an error bar."""
-    paths = []
-    for task, report in reports.items():
-        groups = report.get("per_class") or report.get("per_type")
-        if not groups or "f1_ci" not in next(iter(groups.values())):
-            continue
-        labels = list(groups)
-        values = [groups[label]["f1"] for label in labels]
-        errors = [[value - groups[label]["f1_ci"][0] for label, value in zip(labels, values)],
-                  [groups[label]["f1_ci"][1] - value for label, value in zip(labels, values)]]
-        figure, axis = plt.subplots(figsize=(max(5, 0.3 * len(labels) + 3), 4))
-        axis.bar(range(len(labels)), values, yerr=errors, capsize=3, color="tab:blue")
-        axis.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 8 else 0)
-        axis.set_ylim(0, 1)
-        axis.set_ylabel("F1 (95% interval)")
-        axis.set_title(f"{task}: F1 per {'class' if 'per_class' in report else 'entity type'}")
-        figure.tight_layout()
-        paths.append(save_figure(figure, output / f"f1_{task}.png"))
-    return paths
-
-
-def _plot_robustness(output: Path, reports: dict[str, dict]) -> list[Path]:
-    """One plot: each task's primary metric on clean and on each perturbed copy of its data."""
-    if not reports or not any(report["robustness"] for report in reports.values()):
-        return []
-    variants = ["clean", *next(iter(reports.values()))["robustness"]]
-    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(reports) + 2), 4))
-    width = 0.8 / len(variants)
-    for offset, variant in enumerate(variants):
-        values = [report["primary"] if variant == "clean" else report["robustness"][variant]["primary"]
-                  for report in reports.values()]
-        axis.bar([position + offset * width for position in range(len(reports))], values, width, label=variant)
-    axis.set_xticks([position + 0.4 - width / 2 for position in range(len(reports))], list(reports))
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("primary metric")
-    axis.set_title("robustness to perturbed input")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    return [save_figure(figure, output / "robustness.png")]

@@ -16,7 +16,6 @@ import yaml
 from pydantic import ValidationError
 
 from mtl import storage
-from mtl.checkpoint import model_version, read_model_description
 from mtl.config import EMBEDDING_METRICS, Config, DataSource, field_problems
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
@@ -25,8 +24,9 @@ from mtl.evaluation.intervals import CONFIDENCE
 from mtl.evaluation.outcomes import predict_outcomes
 from mtl.evaluation.robustness import PERTURBATIONS, perturb_rows
 from mtl.evaluation.scoring import task_metrics
-from mtl.model_card import EVALUATION_FILE, write_model_card
-from mtl.predict import Predictor
+from mtl.inference.model_card import EVALUATION_FILE, write_model_card
+from mtl.inference.model_folder import model_version, read_model_description
+from mtl.inference.predictor import Predictor
 from mtl.tasks import TaskSpec
 
 Request = tuple[str, str, list[dict]]   # task name, task kind, rows

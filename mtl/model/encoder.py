@@ -1,6 +1,6 @@
 """The shared sentence encoder: a Hugging Face transformer plus attention-mask-aware pooling.
 
-The transformer arrives already built (see ``mtl.checkpoint``): this module never reads files or
+The transformer arrives already built (see ``mtl.inference.model_folder``): this module never reads files or
 picks a device, so it can be built in a test from a tiny random config.
 """
 

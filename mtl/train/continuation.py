@@ -13,11 +13,12 @@ from dataclasses import replace
 
 from safetensors.torch import load_file
 
-from mtl import registry, storage
-from mtl.checkpoint import HEADS_FILE, ModelBundle, build_model, local_model_folder, read_model_description
+from mtl import storage
 from mtl.config import Config, ModelConfig
 from mtl.data.features import Featurizer
 from mtl.errors import ConfigError, DataError
+from mtl.inference.model_folder import HEADS_FILE, ModelBundle, build_model, local_model_folder, read_model_description
+from mtl.lifecycle import registry
 from mtl.model.pruning import prune_layers
 from mtl.tasks import TaskSpec
 

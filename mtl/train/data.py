@@ -8,7 +8,7 @@
              (seeded), pass after pass.
 
 Everything a worker sees is a pure function of (seed, task, pass, rank, world size): files are read
-in a seeded order per pass, rows are numbered as they are read (``row_id``, as in ``mtl.corpus``),
+in a seeded order per pass, rows are numbered as they are read (``row_id``, as in ``mtl.labeling.corpus``),
 and a stream resumed at its ``draws``-th batch gives the very batches the first run would have.
 Memory stays bounded: a worker holds a few windows of rows and one run of files' read-ahead
 (``RUN_ROWS``) in the object store, the driver none.
@@ -31,11 +31,11 @@ import ray.data
 
 from mtl import storage
 from mtl.config import Augmentation, Config, DataSource, TaskConfig
-from mtl.corpus import ROW_BITS, ROW_ID, expand_input
 from mtl.data.augmentation import Augmenter
 from mtl.data.features import Featurizer
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError, DataError
+from mtl.labeling.corpus import ROW_BITS, ROW_ID, expand_input
 from mtl.tasks import TaskSpec
 from mtl.train.preservation import ReferenceEmbedder
 from mtl.train.sources import LabeledRows, rank_share

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from mtl.checkpoint import resolve_encoder
 from mtl.config import ModelConfig
 from mtl.data.features import Featurizer
+from mtl.inference.model_folder import resolve_encoder
 from mtl.model.encoder import SentenceEncoder
 
 REFERENCE = "reference_embedding"

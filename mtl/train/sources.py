@@ -13,8 +13,8 @@ import pyarrow as pa
 from ray.data.datasource import FileBasedDatasource
 
 from mtl.config import DataSource
-from mtl.corpus import ROW_BITS, ROW_ID
 from mtl.data.readers import iter_rows
+from mtl.labeling.corpus import ROW_BITS, ROW_ID
 
 BLOCK_ROWS = 1024
 ROW_MASK = (1 << ROW_BITS) - 1

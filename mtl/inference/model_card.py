@@ -210,7 +210,7 @@ _USAGE = """## How to use
 With this project (every task at once; the same code path as bulk labeling and the endpoint):
 
 ```python
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 
 predictor = Predictor.from_folder("path/to/model-folder")
 prediction = predictor.predict(["Anna flew to Paris with Air France."])[0]

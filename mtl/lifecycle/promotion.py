@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtl import registry
 from mtl.config import Config
 from mtl.evaluation.comparison import compare
 from mtl.evaluation.run import eval_sets_from_config, local_scorer, model_task_specs
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
+from mtl.lifecycle import registry
 
 
 @dataclass(frozen=True)

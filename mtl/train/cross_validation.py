@@ -21,8 +21,9 @@ from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
 from mtl.evaluation.intervals import CONFIDENCE
 from mtl.evaluation.run import EvalSet, EvaluationOptions, evaluate_sets, local_scorer
-from mtl.predict import Predictor
+from mtl.inference.predictor import Predictor
 from mtl.tasks import TaskSpec
+from mtl.train.trainer import fit
 
 
 def fold_rows(config: Config, folds: int) -> dict[str, list[list[dict]]]:
@@ -76,8 +77,6 @@ def _held_out(task: TaskConfig, spec: TaskSpec, folder: str, rows: list[dict]) -
 def cross_validate(config: Config, *, folds: int, output: str) -> dict:
     """Train and score every fold; per task, each fold's primary metric, their mean and standard
     deviation, and a 95% Student-t interval of the mean over the folds."""
-    from mtl.train.trainer import fit
-
     dealt = fold_rows(config, folds)
     scores: dict[str, list[float]] = {}
     for fold in range(folds):

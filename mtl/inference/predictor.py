@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mtl.checkpoint import ModelBundle, load_model_folder, load_model_parts, model_version
 from mtl.data.features import Encoded, Featurizer, first_subword_positions, word_character_spans
-from mtl.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
+from mtl.inference.model_folder import ModelBundle, load_model_folder, load_model_parts, model_version
+from mtl.inference.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
 from mtl.tasks import TaskSpec, bio_spans
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """What an endpoint watches while it serves, free of Ray: a drift window per served model version,
-sampled request logs, and the events a metrics sink counts (``mtl.serve_metrics`` puts them in
+sampled request logs, and the events a metrics sink counts (``mtl.serving.metrics`` puts them in
 Ray's metrics; tests pass their own sink or none).
 """
 
@@ -14,10 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from mtl.drift import DriftReport, DriftThresholds, DriftWindow, Reference, predicted_labels
-from mtl.service_schema import DriftSettings, RequestLogSettings
+from mtl.inference.reference import Reference, predicted_labels
+from mtl.serving.drift import DriftReport, DriftThresholds, DriftWindow
+from mtl.serving.schema import DriftSettings, RequestLogSettings
 
-logger = logging.getLogger("mtl.serve")
+logger = logging.getLogger("mtl.serving.deployments")
 
 
 class MetricsSink(Protocol):

@@ -8,7 +8,7 @@ import os
 
 import ray
 
-from mtl.progress import quiet_output
+from mtl.runtime.progress import quiet_output
 
 #: Ray keeps as many idle worker processes on a node as the node has CPUs unreserved, and ends the
 #: rest a second after their task. A label job's actors reserve the CPUs they compute on, so Ray Data's

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtl.onnx_backend import OnnxMultiTaskModel
-from mtl.predict import Predictor
+from mtl.inference.onnx_backend import OnnxMultiTaskModel
+from mtl.inference.predictor import Predictor
 
 
 class InspectionError(ValueError):

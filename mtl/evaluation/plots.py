@@ -1,8 +1,8 @@
-"""What a finished run leaves beside its best model: a metrics JSON, PNG plots and a printed table."""
+"""The PNG plots of training runs and evaluation reports: learning curves, confusion matrices, F1
+per class with intervals, robustness."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,13 +11,6 @@ from mtl.metrics import evaluation_reports
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def write_metrics(output: Path, run: dict) -> Path:
-    """``metrics.json``: the best evaluation, every evaluation of the run, steps taken and restarts."""
-    path = output / "metrics.json"
-    path.write_text(json.dumps(run, indent=2))
-    return path
 
 
 def plot_learning_curves(output: Path, history: list[dict]) -> list[Path]:
@@ -75,17 +68,43 @@ def save_figure(figure, path: Path) -> Path:
     return path
 
 
-def metrics_table(best: dict) -> str:
-    """A plain-text table of the best evaluation's per-task metrics."""
-    lines = [f"{'task':<16} {'metric':<10} {'score':>8}  {'macro-F1 / P / R':>20}"]
-    for task, report in evaluation_reports(best).items():
-        if "accuracy" in report:
-            lines.append(f"{task:<16} {'accuracy':<10} {report['accuracy']:>8.4f}  {report['macro_f1']:>20.4f}")
-        elif "spearman" in report:
-            pearson = f"Pearson {report['pearson']:.4f}"
-            lines.append(f"{task:<16} {'Spearman':<10} {report['spearman']:>8.4f}  {pearson:>20}")
-        else:
-            detail = f"{report['precision']:.4f} / {report['recall']:.4f}"
-            lines.append(f"{task:<16} {'entity F1':<10} {report['f1']:>8.4f}  {detail:>20}")
-    lines.append(f"{'combined':<16} {'':<10} {best.get('combined', float('nan')):>8.4f}")
-    return "\n".join(lines)
+def plot_class_scores(output: Path, reports: dict[str, dict]) -> list[Path]:
+    """Per task with classes or entity types: F1 per label with its interval as an error bar."""
+    paths = []
+    for task, report in reports.items():
+        groups = report.get("per_class") or report.get("per_type")
+        if not groups or "f1_ci" not in next(iter(groups.values())):
+            continue
+        labels = list(groups)
+        values = [groups[label]["f1"] for label in labels]
+        errors = [[value - groups[label]["f1_ci"][0] for label, value in zip(labels, values)],
+                  [groups[label]["f1_ci"][1] - value for label, value in zip(labels, values)]]
+        figure, axis = plt.subplots(figsize=(max(5, 0.3 * len(labels) + 3), 4))
+        axis.bar(range(len(labels)), values, yerr=errors, capsize=3, color="tab:blue")
+        axis.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 8 else 0)
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("F1 (95% interval)")
+        axis.set_title(f"{task}: F1 per {'class' if 'per_class' in report else 'entity type'}")
+        figure.tight_layout()
+        paths.append(save_figure(figure, output / f"f1_{task}.png"))
+    return paths
+
+
+def plot_robustness(output: Path, reports: dict[str, dict]) -> list[Path]:
+    """One plot: each task's primary metric on clean and on each perturbed copy of its data."""
+    if not reports or not any(report["robustness"] for report in reports.values()):
+        return []
+    variants = ["clean", *next(iter(reports.values()))["robustness"]]
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(reports) + 2), 4))
+    width = 0.8 / len(variants)
+    for offset, variant in enumerate(variants):
+        values = [report["primary"] if variant == "clean" else report["robustness"][variant]["primary"]
+                  for report in reports.values()]
+        axis.bar([position + offset * width for position in range(len(reports))], values, width, label=variant)
+    axis.set_xticks([position + 0.4 - width / 2 for position in range(len(reports))], list(reports))
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("primary metric")
+    axis.set_title("robustness to perturbed input")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return [save_figure(figure, output / "robustness.png")]

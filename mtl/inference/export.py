@@ -3,7 +3,7 @@
 Each file is checked against PyTorch on a sample before it is kept: float32 must give the same
 numbers (``FLOAT32_TOLERANCE``), int8 embeddings must stay close (``INT8_MIN_MEAN_COSINE`` on
 average, ``INT8_MIN_COSINE`` for every text); an export that misses fails with the figures and
-writes nothing. ``mtl.onnx_backend`` reads the result.
+writes nothing. ``mtl.inference.onnx_backend`` reads the result.
 
 int8 is ONNX Runtime's dynamic quantization of every matrix product with a weight matrix: int8
 weights per output channel, activations quantized to uint8 per batch. The products of two
@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from mtl import storage
-from mtl.checkpoint import ModelBundle, load_model_folder, model_version
 from mtl.data.features import Encoded
+from mtl.inference.model_folder import ModelBundle, load_model_folder, model_version
+from mtl.inference.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, TOKEN_OUTPUT, OnnxMultiTaskModel
 from mtl.metrics import row_cosines
-from mtl.onnx_backend import EMBEDDING_OUTPUT, EXPORT_FILE, EXPORT_FOLDER, TOKEN_OUTPUT, OnnxMultiTaskModel
 
 FLOAT32_TOLERANCE = 1e-3   # largest absolute difference from PyTorch, on any output
 INT8_MIN_MEAN_COSINE = 0.98  # mean cosine between the int8 and the float32 embeddings of the sample

@@ -26,21 +26,19 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from mtl.checkpoint import ModelBundle, build_featurizer
 from mtl.config import EMBEDDING_METRICS, Config, Distillation, EmbeddingPreservation
 from mtl.data.features import Featurizer
 from mtl.data.mixing import TaskMixer
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
-from mtl.model.distillation import embedding_distance, layer_distance, soft_target_loss
+from mtl.inference.model_folder import ModelBundle, build_featurizer
+from mtl.inference.predictor import Predictor
+from mtl.model.distillation_losses import embedding_distance, layer_distance, soft_target_loss
 from mtl.model.freezing import encoder_layers
 from mtl.model.similarity import preservation_loss
-from mtl.predict import Predictor
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import initial_bundle
 from mtl.train.data import TaskData, TaskStream
-from mtl.train.distillation import TEACHER_EMBEDDING, TEACHER_LAYERS, TEACHER_LOGITS, Teacher, load_teacher
-from mtl.train.evaluate import add_counts, evaluation_counts, reports_from_counts
 from mtl.train.gradients import average_gradients, gradient_norm, pcgrad_backward
 from mtl.train.optim import (
     FreezingPlan,
@@ -50,7 +48,9 @@ from mtl.train.optim import (
 )
 from mtl.train.preservation import REFERENCE, ReferenceEmbedder
 from mtl.train.state import RunState, TrainState, random_state, read_progress, set_random_state
+from mtl.train.teacher import TEACHER_EMBEDDING, TEACHER_LAYERS, TEACHER_LOGITS, Teacher, load_teacher
 from mtl.train.timing import AllReduceClock
+from mtl.train.validation import add_counts, evaluation_counts, reports_from_counts
 from mtl.train.weighting import LossWeighting
 
 # note: Ray Train routes worker prints through logging and also tees them to stdout, so plain
@@ -490,7 +490,7 @@ def _record_evaluation(worker: Worker, results: dict, train_losses: dict[str, fl
 
 
 class _Progress:
-    """Rank 0 posts each step to the driver's progress board (``mtl.progress``), when it has one, and
+    """Rank 0 posts each step to the driver's progress board (``mtl.runtime.progress``), when it has one, and
     logs step, loss per task, throughput and ETA every ``every`` steps (in Ray's worker logs)."""
 
     def __init__(self, *, rank: int, world_size: int, total_steps: int, every: int, board=None):

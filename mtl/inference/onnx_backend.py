@@ -1,6 +1,6 @@
 """The whole multi-task model run by ONNX Runtime: the Predictor's second backend.
 
-``python -m jobs.export`` writes the files (``mtl.export``); this module reads them, with no torch.
+``python -m jobs.export`` writes the files (``mtl.inference.export``); this module reads them, with no torch.
 An ``OnnxMultiTaskModel`` answers the Predictor's model call (input arrays in, the embeddings and
 each task's logits out) as its PyTorch runner does, so the Predictor turns either's outputs into
 answers by the same code.

@@ -1,6 +1,6 @@
 """A finished training run logged to MLflow: its config as params, every evaluation's metrics by
 step, the metrics file and plots, and the best model folder (which ``config.mlflow.register_as``
-then registers as a new version, ``mtl.registry``)."""
+then registers as a new version, ``mtl.lifecycle.registry``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl import registry, storage
-from mtl.checkpoint import model_version
+from mtl import storage
 from mtl.config import Config
+from mtl.inference.model_folder import model_version
+from mtl.lifecycle import registry
 from mtl.metrics import evaluation_reports
 
 MODEL_ARTIFACT = "model"

@@ -1,16 +1,16 @@
 """The online endpoint's HTTP API, free of Ray: routes, errors, cache, and the choice of the model
-version (A/B variant) that answers each request. The schema is ``mtl.service_schema``.
+version (A/B variant) that answers each request. The schema is ``mtl.serving.schema``.
 
 ``create_api`` builds the FastAPI app around a *backend*, anything with
-``async predict(texts, tasks) -> list[Prediction]``, ``async inspect(...)`` (``mtl.inspection``) and
+``async predict(texts, tasks) -> list[Prediction]``, ``async inspect(...)`` (``mtl.serving.inspection``) and
 ``async healthy() -> bool``. Ray Serve
-plugs in a batched model, in the HTTP replica or behind a deployment handle (``mtl.serve``); tests
+plugs in a batched model, in the HTTP replica or behind a deployment handle (``mtl.serving.deployments``); tests
 and a single-process server plug in ``PredictorBackend``, which calls a ``Predictor`` directly. Either way the answers
 come from ``Predictor.predict``, the same code bulk labeling runs.
 
 Every bad request gets a 4xx with a JSON body ``{"error": "...", "detail": ...}`` that names the
-field at fault (``mtl.service_errors``). (Overload is Serve's to answer: 503 with ``Retry-After``
-once the queue is full.) What each replica watches, drift and request logs, is ``mtl.monitoring``.
+field at fault (``mtl.serving.errors``). (Overload is Serve's to answer: 503 with ``Retry-After``
+once the queue is full.) What each replica watches, drift and request logs, is ``mtl.serving.monitoring``.
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime,
@@ -32,13 +32,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from mtl.checkpoint import encoder_shape, model_version, read_model_description
-from mtl.drift import Reference
-from mtl.inspection import Inspection, InspectionError, NotInspectable, inspect_text
-from mtl.monitoring import EndpointMonitor, MetricsSink
-from mtl.predict import Prediction, Predictor
-from mtl.service_errors import BodyLimit, http_error, validation_error
-from mtl.service_schema import (
+from mtl.inference.model_folder import encoder_shape, model_version, read_model_description
+from mtl.inference.predictor import Prediction, Predictor
+from mtl.inference.reference import Reference
+from mtl.serving.errors import BodyLimit, http_error, validation_error
+from mtl.serving.inspection import Inspection, InspectionError, NotInspectable, inspect_text
+from mtl.serving.monitoring import EndpointMonitor, MetricsSink
+from mtl.serving.schema import (
     ERROR_RESPONSES,
     DriftOut,
     DriftResponse,
@@ -182,7 +182,7 @@ def create_api(router: Router, settings: ServiceSettings, sink: MetricsSink | No
 
     Every variant of ``router`` must answer the same tasks (the request schema lists them).
     ``sink`` is told of every request, the texts it served and the drift scores after it
-    (``mtl.serve`` counts them in Ray's metrics).
+    (``mtl.serving.deployments`` counts them in Ray's metrics).
     """
     first = router.variants[0].current.info
     answered = [task.name for task in first.tasks if task.kind != "similarity"]  # those with an output

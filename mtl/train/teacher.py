@@ -3,7 +3,7 @@ and run on each batch the student trains on.
 
 The teacher answers the student's own batch, so the two must tokenize alike (the same vocabulary);
 its outputs travel with the batch (``TEACHER_LOGITS``, ``TEACHER_EMBEDDING``, ``TEACHER_LAYERS``)
-to the training module, which adds the distillation losses (``mtl.model.distillation``). Unlabeled text
+to the training module, which adds the distillation losses (``mtl.model.distillation_losses``). Unlabeled text
 (``distill.corpus``) is labeled by the teacher first, by the label job's own pipeline on Ray Data,
 and read back as more training rows of each task (``teacher_labeled_sources``).
 """
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from mtl import registry, storage
-from mtl.checkpoint import (
+from mtl import storage
+from mtl.config import Config, DataSource, Distillation
+from mtl.errors import ConfigError, DataError
+from mtl.inference.model_folder import (
     build_featurizer,
     encoder_config,
     load_model_folder,
@@ -24,10 +26,9 @@ from mtl.checkpoint import (
     read_model_description,
     resolve_encoder,
 )
-from mtl.config import Config, DataSource, Distillation
-from mtl.errors import ConfigError, DataError
-from mtl.label_pipeline import LabelOptions, run_labeling
-from mtl.model.distillation import teacher_layers
+from mtl.labeling.pipeline import LabelOptions, run_labeling
+from mtl.lifecycle import registry
+from mtl.model.distillation_losses import teacher_layers
 from mtl.model.freezing import encoder_layers
 from mtl.model.multitask import MultiTaskModel
 from mtl.model.pruning import kept_layers

@@ -6,7 +6,8 @@ dashboard and a Prometheus alerting rule built on them.
 
 from __future__ import annotations
 
-from mtl.drift import DriftReport, predicted_labels
+from mtl.inference.reference import predicted_labels
+from mtl.serving.drift import DriftReport
 
 LATENCY_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 BATCH_TEXTS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -23,7 +24,7 @@ def batch_size_histogram():
 
 
 class EndpointMetrics:
-    """A ``mtl.monitoring.MetricsSink`` that counts in Ray's metrics: requests by route and status,
+    """A ``mtl.serving.monitoring.MetricsSink`` that counts in Ray's metrics: requests by route and status,
     latency, texts served, cache hits, truncated texts, input length, predicted labels per task,
     and the drift scores of the replica's window."""
 

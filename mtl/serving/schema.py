@@ -69,7 +69,7 @@ class ServiceSettings(BaseModel):
                                         "under load the next batch fills while the current one runs")
     cache_size: int = Field(0, ge=0, description="answers of repeated texts kept (LRU); 0 turns the cache off")
     model_deployment: bool = Field(False, description="run the model in its own deployment behind the HTTP "
-                                   "replicas, which retry when a model replica dies (see mtl.serve)")
+                                   "replicas, which retry when a model replica dies (see mtl.serving.deployments)")
     retries: int = Field(2, ge=0, description="with model_deployment: tries on another model replica")
     threads: int | None = Field(None, ge=1, description="torch threads per model replica (default: its num_cpus)")
     backend: Literal["torch", "onnx"] = Field("torch", description="onnx: the model folder's ONNX export "

@@ -18,6 +18,7 @@ import numpy as np
 
 from mtl.config import EMBEDDING_METRICS
 from mtl.evaluation.outcomes import predict_outcomes, predicted_spans
+from mtl.inference.predictor import Predictor
 from mtl.metrics import (
     PRIMARY_METRIC,
     confusion_matrix,
@@ -26,7 +27,6 @@ from mtl.metrics import (
     similarity_report,
     span_counts,
 )
-from mtl.predict import Predictor
 from mtl.tasks import TaskSpec, bio_spans
 
 

@@ -1,9 +1,9 @@
 """Bulk labeling: turn Predictor answers into Arrow columns.
 
-The Ray Data pipeline itself lives in ``mtl.label_pipeline``; this module knows nothing of Ray, so its
+The Ray Data pipeline itself lives in ``mtl.labeling.pipeline``; this module knows nothing of Ray, so its
 pieces are unit-tested on plain Arrow tables.
 
-Output columns, after every input column and ``row_id`` (see ``mtl.corpus``):
+Output columns, after every input column and ``row_id`` (see ``mtl.labeling.corpus``):
 
 - ``embedding``: list of float32 (or float16), the same length in every row;
 - per classification task ``<task>`` (label string) and ``<task>_score`` (probability);
@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from mtl.predict import Prediction, Predictor
+from mtl.inference.predictor import Prediction, Predictor
 from mtl.tasks import TaskSpec
 
 ENTITY_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("label", pa.string()),

@@ -1,6 +1,6 @@
-"""The online endpoint on Ray Serve: ``serve run serve_config.yaml`` imports ``mtl.serve:build_app``.
+"""The online endpoint on Ray Serve: ``serve run serve_config.yaml`` imports ``mtl.serving.deployments:build_app``.
 
-Each ``Endpoint`` replica serves the FastAPI app of ``mtl.service`` (validation, limits, errors,
+Each ``Endpoint`` replica serves the FastAPI app of ``mtl.serving.api`` (validation, limits, errors,
 cache; no Ray in it). Behind the app, a ``BatchedPredictor`` gathers the texts of concurrent
 requests into one model batch with ``@serve.batch``, counted in texts rather than requests. Two
 layouts, chosen by ``model_deployment`` in serve_config.yaml:
@@ -15,7 +15,7 @@ layouts, chosen by ``model_deployment`` in serve_config.yaml:
 
 Colocated, a replica may serve several variants of an A/B test (``variants``), and a model given as
 ``models:/NAME@ALIAS`` follows the alias to each new version without a restart
-(``mtl.served_model``). ``mtl.serve_metrics`` counts every answer and the drift scores in Ray's
+(``mtl.serving.served_model``). ``mtl.serving.metrics`` counts every answer and the drift scores in Ray's
 metrics.
 """
 
@@ -34,16 +34,16 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 
 from mtl import storage
-from mtl.drift import read_reference
-from mtl.inspection import Inspection, inspect_text
-from mtl.predict import Prediction, Predictor, check_backend
-from mtl.registry import is_registered, resolve_model
-from mtl.serve_metrics import EndpointMetrics, batch_size_histogram
-from mtl.served_model import ServedModel, answered_tasks
-from mtl.service import Router, create_api, model_info, single_model
-from mtl.service_schema import ServiceSettings
+from mtl.inference.predictor import Prediction, Predictor, check_backend
+from mtl.inference.reference import read_reference
+from mtl.lifecycle.registry import is_registered, resolve_model
+from mtl.serving.api import Router, create_api, model_info, single_model
+from mtl.serving.inspection import Inspection, inspect_text
+from mtl.serving.metrics import EndpointMetrics, batch_size_histogram
+from mtl.serving.schema import ServiceSettings
+from mtl.serving.served_model import ServedModel, answered_tasks
 
-logger = logging.getLogger("mtl.serve")
+logger = logging.getLogger("mtl.serving.deployments")
 _REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
 #: Ray Serve's high-throughput mode, as this endpoint is meant to run (README, "Serving"): HAProxy

@@ -17,13 +17,13 @@ import threading
 from collections.abc import Callable
 
 from mtl import storage
-from mtl.checkpoint import model_version
-from mtl.drift import read_reference
-from mtl.registry import is_registered, resolve_model
-from mtl.service import Backend, Loaded, Variant, model_info
-from mtl.service_schema import ModelInfo, VariantSettings
+from mtl.inference.model_folder import model_version
+from mtl.inference.reference import read_reference
+from mtl.lifecycle.registry import is_registered, resolve_model
+from mtl.serving.api import Backend, Loaded, Variant, model_info
+from mtl.serving.schema import ModelInfo, VariantSettings
 
-logger = logging.getLogger("mtl.serve")
+logger = logging.getLogger("mtl.serving.deployments")
 
 
 def answered_tasks(info: ModelInfo) -> list[str]:

@@ -4,7 +4,7 @@
       -> repartition into blocks of one batch (rows, and fewer when rows are wide)
       -> map_batches(BatchLabeler, compute=ActorPoolStrategy(min, max))   the model loads once per actor
       -> write_parquet(<output>/_mtl_staging/data), checkpointed by Ray Data by row id
-      -> committed into <output>, then <output>/_SUCCESS        (mtl.label_output)
+      -> committed into <output>, then <output>/_SUCCESS        (mtl.labeling.output_folder)
 
 Ray Data streams blocks through the pipeline, so memory stays bounded however large the corpus
 (tests/test_label_ray.py labels a corpus four times the object store and checks what was spilled).
@@ -12,7 +12,7 @@ Ray Data's job checkpointing records the row ids of every block it writes; a job
 and run again with the same input and output reads the corpus again but labels only the rows that
 were not written yet. The rerun first waits for the killed job to be gone from the cluster, since a
 write task of it still running could otherwise commit a block that the rerun is discarding, and
-holds the staged blocks to the checkpoint before and after it writes (``label_output.reconcile``).
+holds the staged blocks to the checkpoint before and after it writes (``output_folder.reconcile``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ import ray.data
 from ray.data import ActorPoolStrategy
 from ray.data.checkpoint import CheckpointConfig
 
-from mtl import label_output, storage
-from mtl.checkpoint import embedding_dimension, read_model_description
-from mtl.corpus import (
+from mtl import storage
+from mtl.errors import OutputInUseError
+from mtl.inference.model_folder import embedding_dimension, read_model_description
+from mtl.inference.predictor import check_backend
+from mtl.labeling import output_folder
+from mtl.labeling.columns import PARQUET_OPTIONS, BatchLabeler, output_columns
+from mtl.labeling.corpus import (
     estimate_row_bytes,
     estimate_rows,
     expand_input,
@@ -37,10 +41,7 @@ from mtl.corpus import (
     input_format,
     read_corpus,
 )
-from mtl.errors import OutputInUseError
-from mtl.label import PARQUET_OPTIONS, BatchLabeler, output_columns
-from mtl.predict import check_backend
-from mtl.progress import Progress, RowCounter, progress_bar
+from mtl.runtime.progress import Progress, RowCounter, progress_bar
 from mtl.tasks import TaskSpec
 
 # reading and writing Parquet is light next to the model: a quarter CPU each leaves the labeler
@@ -116,13 +117,13 @@ def run_labeling(options: LabelOptions, *, progress: bool = False) -> LabelSumma
     specs = check_options(options)
     output = storage.absolute(options.output)
     check_output_reachable(output, shared=options.output_shared, nodes=sum(node["Alive"] for node in ray.nodes()))
-    complete = label_output.completed_files(output)
+    complete = output_folder.completed_files(output)
     if complete is not None and not options.overwrite:
         return LabelSummary(output=output, files=complete, rows=0, seconds=0.0, skipped=True)
     started = time.perf_counter()
-    unfinished_commit = label_output.pending_commit(output)
+    unfinished_commit = output_folder.pending_commit(output)
     if unfinished_commit is not None:  # killed while committing: finish the commit
-        files = label_output.commit(unfinished_commit)
+        files = output_folder.commit(unfinished_commit)
         return LabelSummary(output=output, files=files, rows=_count_rows(files), seconds=0.0,
                             resumed_rows=_count_rows(files))
     files, filesystem = expand_input(options.input)
@@ -133,26 +134,26 @@ def run_labeling(options: LabelOptions, *, progress: bool = False) -> LabelSumma
     with _checkpointed(output, id_column(fmt)), progress_bar("labeling", "row", total=total, enabled=progress) as bar:
         labeled = _label(options, specs, files, filesystem, fmt, bar)  # checks the input before anything is written
         attempt = this_attempt()
-        run = label_output.begin_run(output, files, overwrite=options.overwrite, attempt=attempt)
+        run = output_folder.begin_run(output, files, overwrite=options.overwrite, attempt=attempt)
         if run.resumed:
             wait_for_attempt_to_end(run.earlier_attempt)
-            label_output.take_over(run, attempt)
-            label_output.reconcile(run)
+            output_folder.take_over(run, attempt)
+            output_folder.reconcile(run)
         already_written = set(storage.list_files(run.data))
         _write(labeled, run, options.rows_per_file)
     resumed_rows = _count_rows([path for path in storage.list_files(run.data) if path in already_written])
-    written = label_output.commit(run)
+    written = output_folder.commit(run)
     return LabelSummary(output=output, files=written, rows=_count_rows(written),
                         seconds=time.perf_counter() - started, resumed_rows=resumed_rows)
 
 
-def _write(labeled: ray.data.Dataset, run: label_output.Run, rows_per_file: int) -> None:
+def _write(labeled: ray.data.Dataset, run: output_folder.Run, rows_per_file: int) -> None:
     """Write the labeled rows into the run's staging folder, again for any block the checkpoint
     recorded but whose file is gone (a late write of a killed attempt, discarded while resuming)."""
     for _ in range(WRITE_PASSES):
         labeled.write_parquet(run.data, max_rows_per_file=rows_per_file, ray_remote_args={"num_cpus": IO_CPUS},
                               **PARQUET_OPTIONS)
-        lost = label_output.reconcile(run)
+        lost = output_folder.reconcile(run)
         if not lost:
             return
         logger.warning("%d labeled block(s) in %s were recorded as written but are missing; labeling them again",
@@ -233,7 +234,7 @@ class _checkpointed:
 
     def __init__(self, output: str, row_ids: str):
         # the staging folder goes as a whole once the output is committed
-        self.config = CheckpointConfig(id_column=row_ids, checkpoint_path=label_output.checkpoint_path(output),
+        self.config = CheckpointConfig(id_column=row_ids, checkpoint_path=output_folder.checkpoint_path(output),
                                        delete_checkpoint_on_success=False)
 
     def __enter__(self) -> None:
