@@ -56,7 +56,7 @@ def unlabeled_sentences(config, count: int) -> list[str]:
     """``count`` training sentences, half from each task, none of the ``max_examples_per_task`` the
     runs train on (the same seeded sample as theirs)."""
     from mtl.data.readers import read_rows
-    from mtl.train.data import kept_positions
+    from mtl.train.data_plan import kept_positions
 
     texts = []
     for task in config.tasks:

@@ -102,7 +102,7 @@ def small_data(args) -> None:
     torch.set_num_threads(cpus)  # the Ray worker gets as many threads as it has CPUs
     import ray
 
-    from mtl.train.data import plan_training_data
+    from mtl.train.data_plan import plan_training_data
     from mtl.train.trainer import fit
 
     ray.init(ignore_reinit_error=True)

@@ -9,9 +9,9 @@ from mtl.config import TrainConfig, validate_config
 from mtl.data.mixing import TaskMixer
 from mtl.errors import ConfigError
 from mtl.train.gradients import average_gradients, gradient_norm, pcgrad, pcgrad_backward
+from mtl.train.objective import TrainingModule
 from mtl.train.optim import build_scheduler, cyclical_factor
 from mtl.train.weighting import LossWeighting
-from mtl.train.worker import TrainingModule
 
 
 def test_pcgrad_projects_conflicting_gradients_off_each_other():

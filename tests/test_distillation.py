@@ -15,9 +15,9 @@ from mtl.inference.model_folder import load_model_folder
 from mtl.inference.predictor import Predictor
 from mtl.model.distillation_losses import IGNORED, embedding_distance, layer_distance, soft_target_loss, teacher_layers
 from mtl.model.freezing import encoder_layers
+from mtl.train.objective import TrainingModule
 from mtl.train.teacher import TEACHER_LAYERS, load_teacher, resolve_teacher, student_config, teacher_specs
 from mtl.train.weighting import LossWeighting
-from mtl.train.worker import TrainingModule
 
 
 def kl(teacher: list[float], student: list[float]) -> float:

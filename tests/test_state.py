@@ -79,11 +79,11 @@ def test_a_checkpoint_from_before_a_progress_field_existed_loads_with_its_defaul
 
 def test_the_reported_device_says_where_and_in_what_arithmetic_rank_0_trained(monkeypatch):
     """What jobs.train prints and metrics.json keeps; the real H200 string is in docs/benchmarks.md."""
-    from mtl.train.worker import _device_description
+    from mtl.train.device import device_description
 
-    assert _device_description(torch.device("cpu"), "auto") == "cpu, float32"
-    assert _device_description(torch.device("cpu"), "bf16") == "cpu, bf16 autocast"
+    assert device_description(torch.device("cpu"), "auto") == "cpu, float32"
+    assert device_description(torch.device("cpu"), "bf16") == "cpu, bf16 autocast"
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H200")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert _device_description(torch.device("cuda:0"), "auto") == "cuda:0 (NVIDIA H200), bf16 autocast"
-    assert _device_description(torch.device("cuda:0"), "no") == "cuda:0 (NVIDIA H200), float32"
+    assert device_description(torch.device("cuda:0"), "auto") == "cuda:0 (NVIDIA H200), bf16 autocast"
+    assert device_description(torch.device("cuda:0"), "no") == "cuda:0 (NVIDIA H200), float32"

@@ -11,12 +11,13 @@ from conftest import DEMO
 from train_configs import demo_config, write_pairs
 from transformers import AutoTokenizer
 
-import mtl.train.data
+import mtl.train.stream
 from mtl.config import ModelConfig, validate_config
 from mtl.data.features import Featurizer
 from mtl.errors import ConfigError, DataError
-from mtl.train.data import TaskStream, file_runs, plan_training_data
+from mtl.train.data_plan import plan_training_data
 from mtl.train.preservation import REFERENCE, ReferenceEmbedder
+from mtl.train.stream import TaskStream, file_runs
 
 pytestmark = pytest.mark.ray
 
@@ -115,7 +116,7 @@ def test_a_pass_reads_its_files_a_run_at_a_time_and_gives_the_batches_of_one_rea
     raw["tasks"][1]["train"]["path"] = str(folder)
     raw["train"]["max_examples_per_task"] = 200
     specs, plans = plan_training_data(validate_config(raw))
-    monkeypatch.setattr(mtl.train.data, "WINDOW_ROWS", 16)  # windows of one batch: a few are read ahead
+    monkeypatch.setattr(mtl.train.stream, "WINDOW_ROWS", 16)  # windows of one batch: a few are read ahead
     one_read = stream(plans, specs, raw)
     expected = [identities(one_read.next_batch()) for _ in range(13)]  # a pass: 200 rows in batches of 16
     runs = []
@@ -124,7 +125,7 @@ def test_a_pass_reads_its_files_a_run_at_a_time_and_gives_the_batches_of_one_rea
     monkeypatch.setattr(TaskStream, "_run_dataset",
                         lambda self, source, files: (self is not one_read and runs.append(files))
                         or run_dataset(self, source, files))
-    monkeypatch.setattr(mtl.train.data, "RUN_ROWS", 100)
+    monkeypatch.setattr(mtl.train.stream, "RUN_ROWS", 100)
     share = stream(plans, specs, raw)
     batches = [identities(share.next_batch())]
     time.sleep(2)  # the reader thread fills what it may hold ahead

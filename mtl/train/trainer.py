@@ -1,7 +1,7 @@
 """The Ray edge of training: a TorchTrainer whose workers stream their data from Ray Data, then the
 best model exported.
 
-``fit`` counts and checks the data on the driver (label maps, rows per rank: ``mtl.train.data``),
+``fit`` counts and checks the data on the driver (label maps, rows per rank: ``mtl.train.data_plan``),
 runs ``train_loop_per_worker`` on every worker, each reading and tokenizing its own share on Ray
 Data, and copies the best checkpoint's model folder to ``<output>/best`` with a metrics file and plots.
 A run writes its checkpoints under ``<output>/ray`` (or ``train.storage_path``) with a fixed name,
@@ -33,11 +33,11 @@ from mtl.inference.reference import reference_texts, store_reference
 from mtl.lifecycle.tracking import TrackedRun, log_training
 from mtl.runtime.progress import progress_bar
 from mtl.train.continuation import inherited_specs, resolve_init_from
-from mtl.train.data import plan_training_data
+from mtl.train.data_plan import plan_training_data
+from mtl.train.loop import train_loop_per_worker
 from mtl.train.run_report import metrics_table, write_metrics
 from mtl.train.state import MODEL_DIR, read_progress
 from mtl.train.teacher import resolve_teacher, teacher_labeled_sources, teacher_specs
-from mtl.train.worker import train_loop_per_worker
 
 RUN_NAME = "mtl-train"
 
