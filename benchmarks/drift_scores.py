@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from mtl.config import DataSource, ModelConfig
+from mtl.config import ModelConfig
 from mtl.data.readers import read_rows
 from mtl.inference.model_folder import build_model, save_model_folder
 from mtl.inference.predictor import Predictor
 from mtl.inference.reference import reference_statistics
 from mtl.serving.drift import DriftWindow
+from mtl.task_config import DataSource
 from mtl.tasks import TaskSpec
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -22,11 +22,12 @@ import json
 import time
 
 from mtl import storage
-from mtl.config import EMBEDDING_METRICS, TaskConfig, load_config
+from mtl.config import EMBEDDING_METRICS, load_config
 from mtl.data.readers import read_rows
 from mtl.inference.model_folder import build_model
 from mtl.inference.predictor import Predictor
 from mtl.runtime.cluster import connect
+from mtl.task_config import TaskConfig
 from mtl.train.trainer import fit
 from mtl.train.validation import evaluate
 

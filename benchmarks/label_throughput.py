@@ -38,8 +38,8 @@ VARIANTS = {"torch/float32": ("torch", "float32"), "torch/bfloat16": ("torch", "
 
 
 def real_sentences(count: int) -> list[str]:
-    from mtl.config import DataSource
     from mtl.data.readers import read_rows
+    from mtl.task_config import DataSource
 
     texts = [row["text"] for row in read_rows(DataSource(path=str(SHARED / "sst2/train.tsv"), text_column="sentence"),
                                               "classification")]

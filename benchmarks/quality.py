@@ -17,8 +17,9 @@ import argparse
 import json
 
 from mtl import storage
-from mtl.config import Augmentation, Config, load_config
+from mtl.config import Config, load_config
 from mtl.runtime.cluster import connect
+from mtl.task_config import Augmentation
 from mtl.train.trainer import fit
 
 ALL_TASKS = {"mixing": "all_tasks"}

@@ -6,7 +6,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mtl.config import Augmentation
 from mtl.data.augmentation import (
     Augmenter,
     change_case,
@@ -16,6 +15,7 @@ from mtl.data.augmentation import (
     substitute_entities,
     swap_words,
 )
+from mtl.task_config import Augmentation
 from mtl.tasks import bio_spans
 
 WORDS = ["the", "film", "is", "a", "quiet", "and", "moving", "portrait", "of", "grief"]

@@ -1,7 +1,8 @@
 import pytest
 
-from mtl.config import DataSource, load_config, validate_config
+from mtl.config import load_config, validate_config
 from mtl.errors import ConfigError
+from mtl.task_config import DataSource
 
 CONFIG = """
 output: runs/x

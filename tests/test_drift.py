@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.inference.predictor import Entity, Label, Prediction, Predictor
 from mtl.inference.reference import NO_ENTITY, Reference, read_reference, reference_statistics, write_reference
 from mtl.serving.drift import DriftThresholds, DriftWindow, population_stability_index
+from mtl.task_config import DataSource
 
 
 def test_psi_is_zero_for_equal_shares_and_matches_the_formula_by_hand():

@@ -2,9 +2,9 @@
 
 from conftest import DEMO
 
-from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.inference.predictor import Predictor
+from mtl.task_config import DataSource
 from mtl.train.validation import add_counts, evaluate, evaluation_counts, reports_from_counts
 
 

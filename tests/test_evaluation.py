@@ -7,7 +7,6 @@ import pytest
 from conftest import DEMO
 from train_configs import write_pairs
 
-from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
 from mtl.evaluation.analysis import classify_entity_errors
@@ -28,6 +27,7 @@ from mtl.evaluation.run import (
 )
 from mtl.evaluation.scoring import task_metrics
 from mtl.inference.predictor import Predictor
+from mtl.task_config import DataSource
 from mtl.tasks import TaskSpec, bio_spans
 
 SENTIMENT = DataSource(path=str(DEMO / "eval.jsonl"), label_column="sentiment")

@@ -2,7 +2,6 @@ import pytest
 import torch
 from conftest import shared_data
 
-from mtl.config import DataSource
 from mtl.data.features import (
     IGNORE_INDEX,
     Featurizer,
@@ -12,6 +11,7 @@ from mtl.data.features import (
 )
 from mtl.data.readers import read_rows
 from mtl.errors import DataError
+from mtl.task_config import DataSource
 
 
 def test_first_subword_gets_the_label_and_the_rest_are_ignored():

@@ -5,9 +5,9 @@ from conftest import shared_data
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import precision_recall_fscore_support
 
-from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.metrics import classification_report, confusion_matrix, entity_report
+from mtl.task_config import DataSource
 
 CONLL_SAMPLE = [
     ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"],

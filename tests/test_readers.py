@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import DEMO, shared_data
 
-from mtl.config import DataSource
 from mtl.data.readers import read_rows
 from mtl.errors import DataError
+from mtl.task_config import DataSource
 
 CONLL_IOB2 = """-DOCSTART- -X- -X- O
 

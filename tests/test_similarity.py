@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from scipy import stats
 from train_configs import demo_config, demo_texts, write_pairs
 
-from mtl.config import EMBEDDING_METRICS, DataSource, ModelConfig, validate_config
+from mtl.config import EMBEDDING_METRICS, ModelConfig, validate_config
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError, DataError
 from mtl.inference.model_folder import build_model, load_model_folder, save_model_folder
@@ -18,6 +18,7 @@ from mtl.inference.predictor import Predictor
 from mtl.labeling.columns import BatchLabeler
 from mtl.model.similarity import cosent_loss, in_batch_negatives_loss, preservation_loss
 from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.task_config import DataSource
 from mtl.tasks import TaskSpec
 from mtl.train.preservation import REFERENCE, ReferenceEmbedder
 from mtl.train.validation import add_counts, evaluate, evaluation_counts, reports_from_counts

@@ -188,7 +188,7 @@ def test_unknown_task_kind_and_train_key_are_config_errors(raw):
 
 
 def test_an_augmented_task_is_augmented_anew_each_pass_and_alike_on_every_run(ray_local, raw):
-    from mtl.config import Augmentation
+    from mtl.task_config import Augmentation
 
     specs, plans = plan_training_data(validate_config(raw))
     augment = Augmentation(rows=1.0, deletion=0.3)
@@ -215,7 +215,7 @@ def test_a_second_source_joins_the_tasks_rows_numbered_after_its_own_and_uncappe
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mtl.config import DataSource
+    from mtl.task_config import DataSource
 
     texts = [f"a neutral remark number {number}" for number in range(24)]
     pq.write_table(pa.table({"text": texts, "sentiment": ["neutral"] * 23 + [None]}), tmp_path / "extra.parquet")

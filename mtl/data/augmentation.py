@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtl.config import AUGMENTATIONS, Augmentation
+from mtl.task_config import AUGMENTATIONS, Augmentation
 from mtl.tasks import bio_spans
 
 CASES = (str.lower, str.upper, str.title)

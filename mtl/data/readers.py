@@ -22,9 +22,9 @@ from typing import BinaryIO
 import pyarrow.parquet as pq
 
 from mtl import storage
-from mtl.config import DataSource
 from mtl.errors import DataError
 from mtl.formats import dialect
+from mtl.task_config import DataSource
 from mtl.tasks import TaskKind, iob1_to_iob2, is_bio_tag
 
 DOCSTART = "-DOCSTART-"

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from mtl import storage
-from mtl.config import EMBEDDING_METRICS, Config, DataSource, field_problems
+from mtl.config import EMBEDDING_METRICS, Config, field_problems
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
 from mtl.evaluation.analysis import error_analysis
@@ -27,6 +27,7 @@ from mtl.evaluation.scoring import task_metrics
 from mtl.inference.model_card import EVALUATION_FILE, write_model_card
 from mtl.inference.model_folder import model_version, read_model_description
 from mtl.inference.predictor import Predictor
+from mtl.task_config import DataSource
 from mtl.tasks import TaskSpec
 
 Request = tuple[str, str, list[dict]]   # task name, task kind, rows

@@ -16,12 +16,13 @@ from statistics import mean, stdev
 from scipy import stats
 
 from mtl import storage
-from mtl.config import Config, DataSource, TaskConfig
+from mtl.config import Config
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError
 from mtl.evaluation.intervals import CONFIDENCE
 from mtl.evaluation.run import EvalSet, EvaluationOptions, evaluate_sets, local_scorer
 from mtl.inference.predictor import Predictor
+from mtl.task_config import DataSource, TaskConfig
 from mtl.tasks import TaskSpec
 from mtl.train.trainer import fit
 

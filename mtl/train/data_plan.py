@@ -13,10 +13,11 @@ import pyarrow.compute as pc
 import ray.data
 
 from mtl import storage
-from mtl.config import Config, DataSource, TaskConfig
+from mtl.config import Config
 from mtl.data.readers import read_rows
 from mtl.errors import ConfigError, DataError
 from mtl.labeling.corpus import ROW_BITS, ROW_ID, expand_input
+from mtl.task_config import DataSource, TaskConfig
 from mtl.tasks import TaskSpec
 from mtl.train.sources import LabeledRows
 

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 from ray.data.datasource import FileBasedDatasource
 
-from mtl.config import DataSource
 from mtl.data.readers import iter_rows
 from mtl.labeling.corpus import ROW_BITS, ROW_ID
+from mtl.task_config import DataSource
 
 BLOCK_ROWS = 1024
 ROW_MASK = (1 << ROW_BITS) - 1

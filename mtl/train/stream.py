@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from mtl.config import Augmentation, DataSource
 from mtl.data.augmentation import Augmenter
 from mtl.data.features import Featurizer
 from mtl.errors import DataError
 from mtl.labeling.corpus import ROW_BITS, ROW_ID
+from mtl.task_config import Augmentation, DataSource
 from mtl.tasks import TaskSpec
 from mtl.train.data_plan import DATA_CPUS, TaskData, read_task_rows
 from mtl.train.kept_rows import KeptRows

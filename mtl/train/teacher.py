@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from mtl import storage
-from mtl.config import Config, DataSource, Distillation
+from mtl.config import Config, Distillation
 from mtl.errors import ConfigError, DataError
 from mtl.inference.model_folder import (
     build_featurizer,
@@ -32,6 +32,7 @@ from mtl.model.distillation_losses import teacher_layers
 from mtl.model.freezing import encoder_layers
 from mtl.model.multitask import MultiTaskModel
 from mtl.model.pruning import kept_layers
+from mtl.task_config import DataSource
 from mtl.tasks import TaskSpec
 from mtl.train.continuation import inherited_specs
 

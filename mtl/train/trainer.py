@@ -25,13 +25,14 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mtl import storage
-from mtl.config import Config, DataSource
+from mtl.config import Config
 from mtl.errors import ConfigError
 from mtl.evaluation.plots import plot_confusion_matrices, plot_learning_curves
 from mtl.inference.model_folder import SPEC_FILE
 from mtl.inference.reference import reference_texts, store_reference
 from mtl.lifecycle.tracking import TrackedRun, log_training
 from mtl.runtime.progress import progress_bar
+from mtl.task_config import DataSource
 from mtl.train.continuation import inherited_specs, resolve_init_from
 from mtl.train.data_plan import plan_training_data
 from mtl.train.loop import train_loop_per_worker
