@@ -68,7 +68,8 @@ def unlabeled_sentences(config, count: int) -> list[str]:
 
 
 def labeling_rate(model: str, corpus: Path, output: Path, backend: str) -> float:
-    from mtl.labeling.pipeline import LabelOptions, run_labeling
+    from mtl.labeling.options import LabelOptions
+    from mtl.labeling.pipeline import run_labeling
 
     summary = run_labeling(LabelOptions(model=model, input=str(corpus), output=str(output), backend=backend))
     return summary.rows / summary.seconds

@@ -123,7 +123,8 @@ def main() -> None:
     from mtl.config import ModelConfig
     from mtl.inference.export import export_onnx
     from mtl.inference.model_folder import build_model, save_model_folder
-    from mtl.labeling.pipeline import LabelOptions, run_labeling
+    from mtl.labeling.options import LabelOptions
+    from mtl.labeling.pipeline import run_labeling
     from mtl.runtime.cluster import connect
     from mtl.tasks import TaskSpec
 

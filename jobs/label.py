@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mtl.labeling.pipeline import LabelOptions, run_labeling
+    from mtl.labeling.options import LabelOptions
+    from mtl.labeling.pipeline import run_labeling
     from mtl.lifecycle.registry import resolve_model
     from mtl.runtime.cluster import connect
 

@@ -26,7 +26,9 @@ import torch
 
 from mtl.config import load_config
 from mtl.inference.predictor import Predictor
-from mtl.labeling.pipeline import LabelOptions, cluster_plan, run_labeling
+from mtl.labeling.actors import cluster_plan
+from mtl.labeling.options import LabelOptions
+from mtl.labeling.pipeline import run_labeling
 from mtl.metrics import row_cosines
 from mtl.train.trainer import RUN_NAME, fit
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import shared_data
 
 from mtl.data.readers import read_rows
-from mtl.inference.predictor import Entity, Label, Prediction, Predictor
+from mtl.inference.answers import Entity, Label, Prediction
+from mtl.inference.predictor import Predictor
 from mtl.inference.reference import NO_ENTITY, Reference, read_reference, reference_statistics, write_reference
 from mtl.serving.drift import DriftThresholds, DriftWindow, population_stability_index
 from mtl.task_config import DataSource

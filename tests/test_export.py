@@ -170,7 +170,7 @@ def test_the_label_job_runs_the_backend_it_is_given_and_checks_the_export_first(
     import pyarrow as pa
 
     from mtl.labeling.columns import BatchLabeler
-    from mtl.labeling.pipeline import LabelOptions, check_options
+    from mtl.labeling.options import LabelOptions, check_options
 
     table = pa.table({"text": TEXTS})
     arguments = {"text_column": "text", "tokens_column": None, "tasks": None}

@@ -12,9 +12,10 @@ import pytest
 from conftest import dictionary_encoded_columns
 
 from mtl.inference.model_folder import save_model_folder
+from mtl.labeling.actors import plan_actors
 from mtl.labeling.columns import PARQUET_OPTIONS, BatchLabeler, output_columns
 from mtl.labeling.corpus import estimate_row_bytes, expand_input, input_format
-from mtl.labeling.pipeline import LabelOptions, batch_rows, check_output_reachable, plan_actors
+from mtl.labeling.options import LabelOptions, batch_rows, check_output_reachable
 
 
 @pytest.fixture(scope="module")

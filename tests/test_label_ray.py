@@ -13,8 +13,9 @@ from conftest import OBJECT_STORE_BYTES, dictionary_encoded_columns
 from mtl.config import ModelConfig
 from mtl.inference.model_folder import build_model, save_model_folder
 from mtl.inference.predictor import Predictor
+from mtl.labeling.options import LabelOptions
 from mtl.labeling.output_folder import STAGING
-from mtl.labeling.pipeline import LabelOptions, run_labeling
+from mtl.labeling.pipeline import run_labeling
 
 pytestmark = pytest.mark.ray
 

@@ -14,8 +14,10 @@ from conftest import REPO, s3_keys
 
 from mtl import storage
 from mtl.errors import OutputInUseError
+from mtl.labeling.attempts import this_attempt, wait_for_attempt_to_end
+from mtl.labeling.options import LabelOptions
 from mtl.labeling.output_folder import checkpoint_path
-from mtl.labeling.pipeline import LabelOptions, run_labeling, this_attempt, wait_for_attempt_to_end
+from mtl.labeling.pipeline import run_labeling
 
 pytestmark = pytest.mark.ray
 
@@ -101,7 +103,7 @@ def leave_what_a_late_write_task_leaves(output: str) -> None:
 
 def test_a_rerun_waits_for_the_attempt_it_resumes_and_names_it_if_it_does_not_end(ray_local):
     environment = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    script = ("import json, time, ray; from mtl.labeling.pipeline import this_attempt; ray.init(); "
+    script = ("import json, time, ray; from mtl.labeling.attempts import this_attempt; ray.init(); "
               "print(json.dumps(this_attempt()), flush=True); time.sleep(600)")
     driver = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=environment,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

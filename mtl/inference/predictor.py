@@ -7,16 +7,16 @@ fails the batch it came in.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mtl.data.features import Encoded, Featurizer, first_subword_positions, word_character_spans
+from mtl.data.features import Encoded, Featurizer
+from mtl.inference.answers import Prediction, entity_spans, sentence_label, softmax
 from mtl.inference.model_folder import ModelBundle, load_model_folder, load_model_parts, model_version
 from mtl.inference.onnx_backend import OnnxMultiTaskModel, check_onnx_precision, exported_file, load_onnx_model
-from mtl.tasks import TaskSpec, bio_spans
+from mtl.tasks import TaskSpec
 
 if TYPE_CHECKING:
     import torch
@@ -36,43 +36,6 @@ DEFAULT_BATCH_SIZES = {"torch": 32, "onnx": 16}
 # least in padded tokens plus this per call. Fitted on one thread, where torch was best at 32 to 128
 # and ONNX at 8 to 32 (docs/benchmarks.md, "Serving").
 CALL_COST_IN_TOKENS = {"torch": 64, "onnx": 16}
-
-
-@dataclass
-class Entity:
-    """A predicted entity: characters ``[start, end)`` of the text, or token indices for word input."""
-
-    start: int
-    end: int
-    label: str
-    text: str
-    score: float
-
-
-@dataclass
-class Label:
-    """A sentence label with its probability and the probability of every class."""
-
-    label: str
-    score: float
-    probabilities: dict[str, float]
-
-
-@dataclass
-class Prediction:
-    """Everything predicted for one input; on ``error`` all else is empty."""
-
-    embedding: np.ndarray | None = None
-    labels: dict[str, Label] = field(default_factory=dict)
-    entities: dict[str, list[Entity]] = field(default_factory=dict)
-    truncated: bool = False
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        """JSON-ready: the embedding as a list of floats."""
-        data = asdict(self)
-        data["embedding"] = None if self.embedding is None else self.embedding.tolist()
-        return data
 
 
 class Predictor:
@@ -213,7 +176,7 @@ class Predictor:
                        embeddings: bool) -> list[Prediction]:
         vectors, logits = self._run(encoded.inputs, tasks)
         vectors = vectors if embeddings else None
-        probabilities = {task: _softmax(values) for task, values in logits.items()}
+        probabilities = {task: softmax(values) for task, values in logits.items()}
         predictions = []
         for row, item in enumerate(items):
             prediction = Prediction(embedding=None if vectors is None else vectors[row],
@@ -221,9 +184,10 @@ class Predictor:
             for task in tasks:
                 spec = self.specs[task]
                 if spec.kind == "classification":
-                    prediction.labels[task] = _label(spec, probabilities[task][row])
+                    prediction.labels[task] = sentence_label(spec, probabilities[task][row])
                 else:
-                    prediction.entities[task] = _entities(spec, probabilities[task][row], encoded, row, item, pre_split)
+                    prediction.entities[task] = entity_spans(spec, probabilities[task][row], encoded, row, item,
+                                                             pre_split)
             predictions.append(prediction)
         return predictions
 
@@ -257,11 +221,6 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    exponentials = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
 def cheapest_split(sorted_lengths: list[int], most: int, call_cost: int) -> list[tuple[int, int]]:
@@ -323,31 +282,3 @@ def _check_torch_precision(precision: str) -> None:
                          + (" (int8 runs on the onnx backend)" if precision == "int8" else ""))
 
 
-def _label(spec: TaskSpec, probabilities: np.ndarray) -> Label:
-    best = int(probabilities.argmax())
-    return Label(label=spec.labels[best], score=float(probabilities[best]),
-                 probabilities={label: float(p) for label, p in zip(spec.labels, probabilities)})
-
-
-def _entities(spec: TaskSpec, probabilities: np.ndarray, encoded: Encoded, row: int,
-              item, pre_split: bool) -> list[Entity]:
-    """Tag each word by its first subword, decode BIO spans, map them to characters (or tokens).
-
-    probabilities: ``(seq, labels)`` for one item. A span's score is the mean tag probability of its words.
-    """
-    word_ids = encoded.word_ids[row]
-    word_probabilities = probabilities[first_subword_positions(word_ids)]
-    best = word_probabilities.argmax(axis=-1)
-    tags = [spec.labels[index] for index in best]
-    confidence = word_probabilities[np.arange(len(best)), best]
-    if not pre_split:
-        characters = word_character_spans(word_ids, encoded.offsets[row])
-    entities = []
-    for start, end, kind in bio_spans(tags):
-        score = float(confidence[start:end].mean())
-        if pre_split:
-            entities.append(Entity(start, end, kind, " ".join(item[start:end]), score))
-        else:
-            first, last = characters[start][0], characters[end - 1][1]
-            entities.append(Entity(first, last, kind, item[first:last], score))
-    return entities

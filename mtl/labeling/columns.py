@@ -21,7 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from mtl.inference.predictor import Prediction, Predictor
+from mtl.inference.answers import Prediction
+from mtl.inference.predictor import Predictor
 from mtl.tasks import TaskSpec
 
 ENTITY_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("label", pa.string()),

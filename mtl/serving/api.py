@@ -32,8 +32,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from mtl.inference.answers import Prediction
 from mtl.inference.model_folder import encoder_shape, model_version, read_model_description
-from mtl.inference.predictor import Prediction, Predictor
+from mtl.inference.predictor import Predictor
 from mtl.inference.reference import Reference
 from mtl.serving.errors import BodyLimit, http_error, validation_error
 from mtl.serving.inspection import Inspection, InspectionError, NotInspectable, inspect_text

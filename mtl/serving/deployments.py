@@ -34,7 +34,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 
 from mtl import storage
-from mtl.inference.predictor import Prediction, Predictor, check_backend
+from mtl.inference.answers import Prediction
+from mtl.inference.predictor import Predictor, check_backend
 from mtl.inference.reference import read_reference
 from mtl.lifecycle.registry import is_registered, resolve_model
 from mtl.serving.api import Router, create_api, model_info, single_model

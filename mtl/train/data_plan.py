@@ -24,8 +24,6 @@ from mtl.train.sources import LabeledRows
 # reading and tokenizing are light next to training, and a worker may hold every CPU of its node:
 # they reserve none, and at most READERS files of a task are read at once
 DATA_CPUS = 0
-
-
 READERS = 2
 
 

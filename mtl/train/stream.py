@@ -34,8 +34,6 @@ from mtl.train.preservation import ReferenceEmbedder
 from mtl.train.sources import rank_share
 
 WINDOW_ROWS = 4096      # rows a worker shuffles at a time
-
-
 # a pass reads its files in runs of at least this many rows, one Ray Data read per run, each started
 # only once the run before it has been taken: a read runs ahead of training as far as the object
 # store lets it, and the worker maps every store page it reads a block from, so one read of the

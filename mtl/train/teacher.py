@@ -26,7 +26,8 @@ from mtl.inference.model_folder import (
     read_model_description,
     resolve_encoder,
 )
-from mtl.labeling.pipeline import LabelOptions, run_labeling
+from mtl.labeling.options import LabelOptions
+from mtl.labeling.pipeline import run_labeling
 from mtl.lifecycle import registry
 from mtl.model.distillation_losses import teacher_layers
 from mtl.model.freezing import encoder_layers
