@@ -169,7 +169,7 @@ def endpoint_config(model: Path, port: int, folder: Path, tuning: dict, mode: st
 def mode_environment(mode: str, folder: Path) -> dict[str, str]:
     """What the `serve run` process gets besides the machine's environment: HAProxy's files go to
     ``folder`` rather than /tmp/haproxy-serve, so that the run cleans up after itself."""
-    from mtl.serving.deployments import haproxy_file_locations
+    from mtl.serving.haproxy import haproxy_file_locations
 
     (folder / "haproxy").mkdir(exist_ok=True)
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

@@ -18,7 +18,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from mtl.inference.predictor import Predictor
-from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.serving.api import create_api
+from mtl.serving.routing import PredictorBackend, model_info, single_model
+from mtl.serving.schema import ServiceSettings
 
 SENTENCES = ["Sam Taylor will never fly Hooli to Lima again, it was broken.",
              "What a friendly evening in Cape Town with Olga Petrova!"]

@@ -83,7 +83,7 @@ def serve_from_each_node(cluster: LocalCluster, model: str, work: Path, haproxy:
     import requests
     import yaml
 
-    from mtl.serving.deployments import haproxy_file_locations
+    from mtl.serving.haproxy import haproxy_file_locations
 
     port = free_port()
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())

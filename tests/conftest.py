@@ -211,7 +211,7 @@ def hermetic_serve_config():
     /tmp/haproxy-serve (the folder is short, as HAProxy's socket paths must be), and an HTTP replica
     being stopped drains for 2 s rather than high-throughput mode's 30 s, so that `serve.shutdown()`
     ends within its 30 s and the next module starts a Serve of its own."""
-    from mtl.serving.deployments import haproxy_file_locations
+    from mtl.serving.haproxy import haproxy_file_locations
 
     folder = tempfile.mkdtemp(prefix="haproxy-")
 

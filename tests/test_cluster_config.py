@@ -11,7 +11,7 @@ from conftest import REPO
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from mtl.runtime.cluster import NODE_ENVIRONMENT
-from mtl.serving.deployments import HIGH_THROUGHPUT_ENVIRONMENT
+from mtl.serving.haproxy import HIGH_THROUGHPUT_ENVIRONMENT
 
 
 def load(name: str) -> dict:

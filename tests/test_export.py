@@ -248,7 +248,7 @@ from mtl.serving.inspection import NotInspectable, inspect_text
 from mtl.inference.model_folder import embedding_dimension
 from mtl.labeling.columns import BatchLabeler
 from mtl.inference.predictor import Predictor
-from mtl.serving.api import model_info
+from mtl.serving.routing import model_info
 labeler = BatchLabeler(model={str(exported_dir)!r}, text_column="text", tokens_column=None, tasks=None,
                        threads=1, backend="onnx", precision="int8")
 table = labeler(pa.table({{"text": ["Alice Martin flew to Paris.", ""]}}))

@@ -13,8 +13,10 @@ from sinks import RecordingSink
 
 from mtl.inference.predictor import Predictor
 from mtl.inference.reference import read_reference, store_reference
-from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.serving.api import create_api
 from mtl.serving.inspection import inspect_text
+from mtl.serving.routing import PredictorBackend, model_info, single_model
+from mtl.serving.schema import ServiceSettings
 
 SHORT_NEWS = ["Bob flew to Paris.", "Acme Corp hired Ann.", "Rain in Oslo today.", "Sam met Kim in Rome."]
 

@@ -11,7 +11,8 @@ from sinks import RecordingSink
 from mtl.inference.model_folder import HEADS_FILE, model_version
 from mtl.inference.predictor import Predictor
 from mtl.lifecycle import registry
-from mtl.serving.api import Loaded, PredictorBackend, Router, Variant, create_api, model_info
+from mtl.serving.api import create_api
+from mtl.serving.routing import Loaded, PredictorBackend, Router, Variant, model_info
 from mtl.serving.schema import ServiceSettings, VariantSettings
 from mtl.serving.served_model import ServedModel
 

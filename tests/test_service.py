@@ -7,14 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mtl.inference.predictor import Predictor
-from mtl.serving.api import (
-    AnswerCache,
-    PredictorBackend,
-    ServiceSettings,
-    create_api,
-    model_info,
-    single_model,
-)
+from mtl.serving.api import create_api
+from mtl.serving.cache import AnswerCache
+from mtl.serving.routing import PredictorBackend, model_info, single_model
+from mtl.serving.schema import ServiceSettings
 
 LIMITS = {"max_texts": 4, "max_chars": 200, "max_body_bytes": 4_000, "max_batch_texts": 8}
 

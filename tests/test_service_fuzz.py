@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from mtl.inference.predictor import Predictor
-from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.serving.api import create_api
+from mtl.serving.routing import PredictorBackend, model_info, single_model
+from mtl.serving.schema import ServiceSettings
 
 CASES_PER_OPERATION = 40
 

@@ -17,7 +17,9 @@ from mtl.inference.model_folder import build_model, load_model_folder, save_mode
 from mtl.inference.predictor import Predictor
 from mtl.labeling.columns import BatchLabeler
 from mtl.model.similarity import cosent_loss, in_batch_negatives_loss, preservation_loss
-from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.serving.api import create_api
+from mtl.serving.routing import PredictorBackend, model_info, single_model
+from mtl.serving.schema import ServiceSettings
 from mtl.task_config import DataSource
 from mtl.tasks import TaskSpec
 from mtl.train.preservation import REFERENCE, ReferenceEmbedder

@@ -18,7 +18,9 @@ from safetensors.torch import load_file, save_file
 
 from mtl.inference.model_folder import HEADS_FILE
 from mtl.inference.predictor import Predictor
-from mtl.serving.api import PredictorBackend, ServiceSettings, create_api, model_info, single_model
+from mtl.serving.api import create_api
+from mtl.serving.routing import PredictorBackend, model_info, single_model
+from mtl.serving.schema import ServiceSettings
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),

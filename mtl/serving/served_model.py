@@ -20,7 +20,7 @@ from mtl import storage
 from mtl.inference.model_folder import model_version
 from mtl.inference.reference import read_reference
 from mtl.lifecycle.registry import is_registered, resolve_model
-from mtl.serving.api import Backend, Loaded, Variant, model_info
+from mtl.serving.routing import Backend, Loaded, Variant, model_info
 from mtl.serving.schema import ModelInfo, VariantSettings
 
 logger = logging.getLogger("mtl.serving.deployments")
