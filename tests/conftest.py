@@ -43,6 +43,14 @@ def shared_data(relative: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the session's Ray is in the ``ray`` tier, whether or not it says so: plain
+    ``pytest`` (the unit tier) then never starts Ray."""
+    for item in items:
+        if "ray_local" in item.fixturenames and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, saved as a Hugging Face folder."""

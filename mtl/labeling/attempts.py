@@ -50,5 +50,7 @@ def _is_running(attempt: dict) -> bool:
 
 
 def _cluster_jobs() -> dict[str, dict]:
-    # the cluster's job table as the GCS keeps it: Ray's public job APIs need the dashboard
+    # Private: the cluster's job table as the GCS keeps it. Ray's public job APIs (JobSubmissionClient,
+    # ray.util.state) need the dashboard, which a job's local Ray does not start; a Ray release that moves
+    # it fails tests/labeling/test_private_ray_apis.py before it fails a label job.
     return {job["JobID"]: job for job in ray._private.state.jobs()}

@@ -7,7 +7,7 @@
       -> committed into <output>, then <output>/_SUCCESS        (mtl.labeling.output_folder)
 
 Ray Data streams blocks through the pipeline, so memory stays bounded however large the corpus
-(tests/test_label_ray.py labels a corpus four times the object store and checks what was spilled).
+(tests/labeling/test_label_ray.py labels a corpus four times the object store and checks what was spilled).
 Ray Data's job checkpointing records the row ids of every block it writes; a job killed part-way
 and run again with the same input and output reads the corpus again but labels only the rows that
 were not written yet. The rerun first waits for the killed job to be gone from the cluster, since a

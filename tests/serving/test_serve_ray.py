@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVE_CLI = Path(sys.executable).parent / "serve"
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
