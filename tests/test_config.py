@@ -1,8 +1,11 @@
 import pytest
+import yaml
+from conftest import REPO
 
 from mtl.config import load_config, validate_config
 from mtl.errors import ConfigError
 from mtl.task_config import DataSource
+from mtl.train.tuning import load_space
 
 CONFIG = """
 output: runs/x
@@ -86,3 +89,20 @@ def test_local_checkpoints_are_refused_on_several_nodes_unless_shared():
     shared = validate_config({**raw, "train": {"storage_path": "/nfs/ckpt", "storage_shared": True}})
     assert checkpoint_storage(shared, nodes=2) == "/nfs/ckpt"
     assert checkpoint_storage(validate_config(raw), nodes=1).endswith("runs/x/ray")
+
+
+RUN_CONFIGS = sorted(path for path in (REPO / "jobs" / "configs").glob("*.yaml") if path.name != "tune_space.yaml")
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_run_config_loads_and_names_its_launch_command(path):
+    config = load_config(path)
+    assert config.tasks and config.output
+    assert "python -m jobs." in path.read_text().split("\n\n")[0], f"{path.name} names no launch command"
+
+
+def test_the_shipped_search_space_loads_over_the_config_it_names():
+    space_file = REPO / "jobs" / "configs" / "tune_space.yaml"
+    base = yaml.safe_load((REPO / "jobs" / "configs" / "demo.yaml").read_text())
+    space = load_space(space_file, base)
+    assert "train.learning_rate" in space.space

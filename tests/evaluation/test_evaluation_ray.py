@@ -4,12 +4,12 @@ import json
 
 import pytest
 from conftest import DEMO
+from test_evaluation import NER, SENTIMENT
 from train_configs import demo_config
 
 from jobs import evaluate as evaluate_job
 from mtl.evaluation.run import EvaluationOptions, evaluate_sets, local_scorer, model_task_specs, read_eval_set
 from mtl.inference.predictor import Predictor
-from tests.test_evaluation import NER, SENTIMENT
 
 
 def test_the_command_scores_one_task_from_a_file_and_names_a_bad_field(tiny_model_dir, tmp_path, capsys):
