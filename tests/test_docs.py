@@ -8,7 +8,7 @@ import shlex
 import pytest
 from conftest import REPO
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = re.compile(r"python -m (jobs\.\w+)(.*)")
 
 

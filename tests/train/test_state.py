@@ -78,7 +78,8 @@ def test_a_checkpoint_from_before_a_progress_field_existed_loads_with_its_defaul
 
 
 def test_the_reported_device_says_where_and_in_what_arithmetic_rank_0_trained(monkeypatch):
-    """What jobs.train prints and metrics.json keeps; the real H200 string is in docs/benchmarks.md."""
+    """What jobs.train prints and metrics.json keeps; the real H200 string is in
+    docs/benchmarks.md (All the data, on a GPU)."""
     from mtl.train.device import device_description
 
     assert device_description(torch.device("cpu"), "auto") == "cpu, float32"
