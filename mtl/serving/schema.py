@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
-# at least one character that Python's str.isspace() (the Predictor's test for blank) does not
-# count as space; pydantic's \s lacks the separators \x1c-\x1f that Python counts
-NOT_BLANK = r"[^\s\x1c-\x1f]"
+# at least one character that Python's str.isspace() (the Predictor's test for blank) does not count
+# as space, each listed: pydantic's \s lacks the separators \x1c-\x1f that Python counts, and the
+# OpenAPI schema's clients read \s as ECMAScript does, without \x85, so "\x85" passed the schema and
+# failed the API (schemathesis found it)
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 # JSON Schema's integer admits 2.0; strict pydantic would not
 WholeNumber = Annotated[int, BeforeValidator(lambda value: int(value) if isinstance(value, float)
                                              and value.is_integer() else value)]

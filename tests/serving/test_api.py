@@ -1,6 +1,7 @@
 """The endpoint's HTTP API without Ray: routes, limits, error bodies, cache (FastAPI's TestClient)."""
 
 import json
+from typing import Annotated
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from mtl.inference.predictor import Predictor
 from mtl.serving.api import create_api
 from mtl.serving.cache import AnswerCache
 from mtl.serving.routing import PredictorBackend, model_info, single_model
-from mtl.serving.schema import ServiceSettings
+from mtl.serving.schema import NOT_BLANK, ServiceSettings
 
 LIMITS = {"max_texts": 4, "max_chars": 200, "max_body_bytes": 4_000, "max_batch_texts": 8}
 
@@ -143,3 +144,24 @@ def test_answer_cache_is_bounded_and_keyed_by_tasks():
 def test_settings_refuse_more_texts_per_request_than_per_batch():
     with pytest.raises(ValueError, match="max_texts"):
         ServiceSettings(model="m", max_texts=100, max_batch_texts=10)
+
+
+def test_the_not_blank_pattern_means_what_python_means_in_every_regex_engine():
+    """pydantic (Rust's regex), Python and the schema's clients (ECMAScript) read ``\\s`` apart:
+    the pattern lists every space character, and pydantic then agrees with str.isspace() on every
+    code point (once, U+0085 passed the schema and was refused by the API)."""
+    from pydantic import StringConstraints, TypeAdapter, ValidationError
+
+    assert "\\s" not in NOT_BLANK
+    not_blank = TypeAdapter(Annotated[str, StringConstraints(pattern=NOT_BLANK)])
+    disagreements = []
+    for code_point in (*range(0xD800), *range(0xE000, 0x3100)):
+        character = chr(code_point)
+        try:
+            not_blank.validate_python(character)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        if accepted == character.isspace():
+            disagreements.append(hex(code_point))
+    assert disagreements == []
