@@ -41,3 +41,37 @@ def test_a_documented_command_parses(where, module, arguments):
         job.parse_args(arguments)
     except SystemExit as exit_:
         pytest.fail(f"{where}: python -m {module} {shlex.join(arguments)} does not parse (exit {exit_.code})")
+
+
+# names that start like a module but are not one: the model folder's file and MLflow's tags
+NOT_CODE = {"mtl.json", "mtl.model_version", "mtl.alias_history", "mtl.promoted_reason"}
+MODULE_PATH = re.compile(r"`(mtl(?:\.[A-Za-z_]\w*)+)(?:\([^`]*\))?`|`(mtl/[\w/]+\.py)`")
+
+
+def documented_names() -> list[tuple[str, str]]:
+    """(where, name) for every `mtl.module.name` and `mtl/.../module.py` a document shows in code."""
+    found = []
+    for document in DOCUMENTS:
+        for number, line in enumerate(document.read_text().splitlines(), start=1):
+            for dotted, path in MODULE_PATH.findall(line):
+                if dotted not in NOT_CODE:
+                    found.append((f"{document.name}:{number}", dotted or path))
+    return found
+
+
+@pytest.mark.parametrize(("where", "name"), documented_names(), ids=[where for where, _ in documented_names()])
+def test_a_documented_module_or_name_exists(where, name):
+    if name.endswith(".py"):
+        assert (REPO / name).is_file(), f"{where}: no file {name}"
+        return
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):  # the longest importable module, then attributes of it
+        try:
+            found = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[split:]:
+            assert hasattr(found, attribute), f"{where}: {name}: {'.'.join(parts[:split])} has no {attribute}"
+            found = getattr(found, attribute)
+        return
+    pytest.fail(f"{where}: no module {name}")
