@@ -64,7 +64,9 @@ class ObjectStorage:
 class LocalCluster:
     """Two Ray nodes on loopback, each a `ray start --block` process in its own process group."""
 
-    def __init__(self, work: Path, object_storage: dict, head_cpus: int = 3, worker_cpus: int = 2):
+    def __init__(self, work: Path, object_storage: dict, head_cpus: int = 3, worker_cpus: int = 2,
+                 node_settings: dict | None = None):
+        """``node_settings``: more environment for the nodes (Ray's own ``RAY_*`` settings)."""
         self.work, self.head_cpus, self.worker_cpus = work, head_cpus, worker_cpus
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -75,7 +77,7 @@ class LocalCluster:
                     # to the other node's replica too, instead of preferring its own node's
                     "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
                     # each node caches models from S3 in its own folder, as on separate machines
-                    **object_storage}
+                    **object_storage, **(node_settings or {})}
         self.headers = {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
         self.nodes: dict[str, subprocess.Popen] = {}
         self.jobs = self.state = None  # the head's jobs and state API clients, once it is up

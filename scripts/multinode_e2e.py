@@ -48,9 +48,13 @@ FAST_TRAINING = ["--set", "train.max_examples_per_task=48", "--set", "train.batc
                  "--set", "train.num_workers=2", "--set", "train.placement_strategy=SPREAD",
                  "--set", "train.cpus_per_worker=1", "--set", "model.max_length=32",
                  "--set", "train.preserve_embedding=null", "--set", "train.patience=null"]
-# the node is stopped once the first epoch's checkpoint is on S3: the epochs after it (about a second
-# each on the tiny encoder) must outlast noticing the checkpoint and stopping the node
-EPOCHS = 12
+# the node is stopped once the first epoch's checkpoint is on S3: the epochs after it (a second or two
+# each on the tiny encoder, with their checkpoints) must outlast noticing the checkpoint and stopping
+# the node, which takes under a second
+EPOCHS = 6
+# the head notices a stopped node after 2 missed health checks a second apart, not Ray's default of 5
+# three seconds apart: the job's restart is what is checked, not how long Ray waits before it
+NODE_DEATH_NOTICED_FAST = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "2"}
 
 
 def placements(logs: str) -> list[list[str]]:
@@ -159,7 +163,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mtl-multinode-"))
     haproxy = Path(tempfile.mkdtemp(prefix="haproxy-"))  # short: HAProxy refuses long socket paths
     object_storage = ObjectStorage()
-    cluster, times, results = LocalCluster(work, object_storage.env), {}, {}
+    cluster, times, results = LocalCluster(work, object_storage.env, node_settings=NODE_DEATH_NOTICED_FAST), {}, {}
     try:
         with timed("start S3 and two nodes", times):
             object_storage.start()
