@@ -59,7 +59,10 @@ def documented_names() -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize(("where", "name"), documented_names(), ids=[where for where, _ in documented_names()])
+NAMES = documented_names()
+
+
+@pytest.mark.parametrize(("where", "name"), NAMES, ids=[where for where, _ in NAMES])
 def test_a_documented_module_or_name_exists(where, name):
     if name.endswith(".py"):
         assert (REPO / name).is_file(), f"{where}: no file {name}"

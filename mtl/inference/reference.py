@@ -17,8 +17,6 @@ from mtl import storage
 
 REFERENCE_FILE = "reference.json"
 LENGTH_BINS = 10
-# a bin the reference never filled still gets this share, so that PSI stays finite
-SHARE_FLOOR = 1e-4
 NO_ENTITY = "(none)"   # a tagged text with no entity: counted, so that losing every entity shows as drift
 
 
